@@ -8,6 +8,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from mesh.api.context import NODE
 from mesh.errors import BadRequest, MeshError, NotFound, PayloadTooLarge
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,10 @@ async def openai_errors(request: web.Request, handler: web.Handler) -> web.Strea
         if exc.status >= 500:
             log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
         return error_response(exc)
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[NODE].settings.max_body_bytes
         return error_response(PayloadTooLarge(
-            f"the request body is larger than this node accepts ({exc.max_size} bytes)"))
+            f"the request body is larger than this node accepts ({limit} bytes)"))
     except web.HTTPNotFound:
         return error_response(NotFound(f"no such endpoint: {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as exc:

@@ -246,7 +246,7 @@ class LlamaEngine:
             self._throughput.record,
             prompt_tokens=clock.prompt_tokens, prompt_seconds=first - started,
             completion_tokens=clock.sampled, generation_seconds=ended - first,
-            cancelled=cancelled and finish is None,
+            cancelled=cancelled,
         )
 
 
