@@ -78,7 +78,8 @@ async def serve(settings: Settings) -> None:
     engine = await load_engine(settings)
     advertise = settings.advertise_host or _local_advertise_host(settings.host)
     ctx = NodeContext(settings=settings, identity=identity, engine=engine,
-                      advertised_url=f"http://{_url_host(advertise)}:{http_port}")
+                      advertised_url=f"http://{_url_host(advertise)}:{http_port}",
+                      http_port=http_port)
     runner = web.AppRunner(build_app(ctx), handler_cancellation=True, access_log=None,
                            shutdown_timeout=5.0)
     await runner.setup()

@@ -100,7 +100,7 @@ async def info(request: web.Request) -> web.Response:
             "size_bytes": model.size_bytes,
         },
         "config": {
-            "host": s.host, "port": s.port, "dht_port": s.dht_port,
+            "host": s.host, "port": ctx.http_port, "dht_port": s.dht_port,
             "n_ctx": s.n_ctx, "n_batch": s.n_batch, "n_threads": s.n_threads,
             "n_gpu_layers": s.n_gpu_layers, "max_queue": s.max_queue,
             "heartbeat_interval": s.heartbeat_interval,
@@ -133,7 +133,7 @@ async def hardware_update(request: web.Request) -> web.Response:
     """Re-read the fingerprint and store the id it gives; the running node keeps
     its id until restart so peers never see it change mid-session."""
     ctx = request.app[NODE]
-    fresh = resolve_identity(state_dir=ctx.settings.state_dir, port=ctx.settings.port,
+    fresh = resolve_identity(state_dir=ctx.settings.state_dir, port=ctx.http_port,
                              override=ctx.settings.node_id)
     return web.json_response({
         "node_id": ctx.node_id, "stored_node_id": fresh.node_id, "source": fresh.source,

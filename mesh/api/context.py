@@ -19,6 +19,7 @@ class NodeContext:
     identity: Identity
     engine: Engine
     advertised_url: str
+    http_port: int
     version: str = __version__
     started_at: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
