@@ -1,0 +1,347 @@
+"""Discovery: the node's one door to the DHT (the only kademlia user outside mesh/dht).
+
+Lifecycle: `start` binds the UDP socket, bootstraps, publishes once, then runs
+two loops until `stop`:
+- `_heartbeat_loop` republishes the node's record every heartbeat_interval
+  (or at once after `publish_soon`). Each key gets one entry from this writer
+  with a relative ttl of entry_ttl (default 3 heartbeats + 1 s), so a node
+  that dies without a word vanishes from every view within entry_ttl of its
+  last heartbeat. Keys dropped since the last publish (a model unloaded) get
+  a tombstone.
+- `_rebootstrap_loop` re-joins through the bootstrap list whenever the
+  routing table is empty (peers down at start, or all lost since), and every
+  HEAL_INTERVAL pings bootstrap peers missing from the table, so a restarted
+  seed node does not leave the swarm split in two.
+`stop` sends tombstones straight to the nodes that hold our entries (bounded
+by WITHDRAW_TIMEOUT), then closes the socket.
+
+Keys (records.py): `node:<id>`, `model:<id>` and `all_nodes:<shard>` each hold
+the full compact record (~280 B). `model:` entries carry the whole record so
+`providers()` costs one lookup, not one per provider. `all_nodes()` reads the
+16 shards in parallel.
+
+Scale: a key with 200 providers (tests/dht/test_scale.py) is served in pages
+of <= 8000 B (~26 records of ~280 B each, 8 pages); a reader gets the first
+page from every one of the k closest holders and the rest from the alpha
+closest, and sees all 200. Storage caps a key at 1,024 writers.
+
+Lookups never raise on peer behaviour: a dead peer costs one rpc_timeout and
+leaves the routing table, garbage counts as silence, and a total failure
+returns [] or None (and counts in status().lookup_errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+
+from kademlia.node import Node
+from kademlia.utils import digest
+from pydantic import BaseModel, ConfigDict
+
+from mesh.dht.address import BootstrapResolveError, resolve_bootstrap
+from mesh.dht.records import NodeRecord, RecordTooLarge, decode_record, encode_record, keys_for, model_key, node_key
+from mesh.dht.records import all_nodes_keys
+from mesh.dht.storage import Entry
+from mesh.dht.swarm import Swarm
+
+log = logging.getLogger(__name__)
+
+RecordSource = Callable[[], NodeRecord]
+
+WITHDRAW_TIMEOUT = 1.0
+HEAL_INTERVAL = 30.0
+
+
+class DhtStatus(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    node_id: str
+    dht_port: int
+    routing_table_size: int
+    peers: tuple[str, ...]
+    keys_published: tuple[str, ...]
+    last_publish_at: float | None
+    publishes: int
+    publish_errors: int
+    lookups: int
+    lookup_errors: int
+    bootstrap_nodes: tuple[str, ...]
+    bootstrapped: bool
+
+
+class Discovery:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        listen_host: str = "0.0.0.0",
+        port: int,
+        bootstrap: Sequence[tuple[str, int]] = (),
+        heartbeat_interval: float = 10.0,
+        entry_ttl: float | None = None,
+        rpc_timeout: float = 1.0,
+        ksize: int = 20,
+        alpha: int = 3,
+    ) -> None:
+        if not node_id or len(node_id) > 128:
+            raise ValueError("node_id must be 1-128 characters")
+        if heartbeat_interval <= 0 or rpc_timeout <= 0:
+            raise ValueError("heartbeat_interval and rpc_timeout must be positive")
+        self._node_id = node_id
+        self._listen_host = listen_host
+        self._requested_port = port
+        self._bootstrap = tuple(bootstrap)
+        self._heartbeat = heartbeat_interval
+        self._ttl = entry_ttl if entry_ttl is not None else 3 * heartbeat_interval + 1.0
+        self._retry_interval = min(heartbeat_interval, 5.0)
+        self._swarm = Swarm(
+            node_id=digest(node_id), ksize=ksize, alpha=alpha, rpc_timeout=rpc_timeout, accept=_valid_entry
+        )
+        self._source: RecordSource | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._started = self._stopped = False
+        self._seq = 0
+        self._published: tuple[str, ...] = ()
+        self._holders: dict[str, list[Node]] = {}  # key -> nodes our last STORE went to
+        self._written: set[str] = set()  # keys that may hold a live entry of ours
+        self._bootstrapped = not self._bootstrap
+        self._last_publish_at: float | None = None
+        self._publishes = self._publish_errors = self._lookups = self._lookup_errors = 0
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self, record_source: RecordSource) -> None:
+        if self._started:
+            raise RuntimeError("Discovery already started")
+        await self._swarm.listen(self._listen_host, self._requested_port)  # OSError first
+        self._started = True
+        self._source = record_source
+        log.info("DHT listening on %s:%d as %s", self._listen_host, self.port, self._node_id)
+        try:
+            if self._bootstrap and not await self._join():
+                log.warning("no bootstrap peer answered %s; retrying in the background", self._bootstrap_labels())
+            await self._publish()
+        except BaseException:
+            self._swarm.close()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name=f"dht-heartbeat-{self._node_id}"),
+            asyncio.create_task(self._rebootstrap_loop(), name=f"dht-rebootstrap-{self._node_id}"),
+        ]
+
+    @property
+    def port(self) -> int:
+        if not self._started:
+            raise RuntimeError("Discovery not started")
+        return self._swarm.port
+
+    def publish_soon(self) -> None:
+        """Publish now rather than at the next heartbeat (call from the event loop's thread)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self._withdraw()
+        finally:
+            self._swarm.close()
+        log.info("DHT stopped: %s withdrawn", ", ".join(sorted(self._written)) or "nothing")
+
+    async def _withdraw(self) -> None:
+        """Tombstone our keys on their holders, at once; whoever misses it sees the entry expire."""
+        tombstone = Entry(writer=self._node_id, seq=self._next_seq(), ttl=self._ttl, value=None)
+        stores = []
+        for key in sorted(self._written):
+            dkey = digest(key)
+            nodes = {node.id: node for node in [*self._holders.get(key, []), *self._swarm.neighbors(dkey)]}
+            stores.append(self._swarm.store_at(list(nodes.values()), dkey, tombstone))
+        if not stores:
+            return
+        tasks = [asyncio.ensure_future(store) for store in stores]
+        _, pending = await asyncio.wait(tasks, timeout=WITHDRAW_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- publishing --------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._heartbeat)
+            self._wake.clear()
+            await self._publish()
+            self._swarm.storage.cull()
+
+    async def _publish(self) -> None:
+        assert self._source is not None
+        try:
+            record = self._source()
+            if record.node_id != self._node_id:
+                raise ValueError(f"record node_id {record.node_id!r} is not ours ({self._node_id!r})")
+            record = record.model_copy(update={"expires_at": time.time() + self._ttl})
+            value = encode_record(record)
+        except (RecordTooLarge, ValueError) as exc:
+            log.error("cannot publish node record: %s", exc)
+            self._publish_errors += 1
+            return
+        except Exception:
+            log.exception("record source failed")
+            self._publish_errors += 1
+            return
+        keys = keys_for(record)
+        seq = self._next_seq()
+        entry = Entry(writer=self._node_id, seq=seq, ttl=self._ttl, value=value)
+        tombstone = entry.model_copy(update={"value": None})
+        gone = [key for key in self._published if key not in keys]
+        jobs = [(key, entry) for key in keys] + [(key, tombstone) for key in gone]
+        self._written.update(keys)  # before any STORE: a stop() mid-publish withdraws these too
+        results = await asyncio.gather(*(self._swarm.put(digest(k), e) for k, e in jobs), return_exceptions=True)
+        failed = 0
+        for (key, _), result in zip(jobs, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("publishing %s failed: %r", key, result)
+                failed += 1
+            else:
+                self._holders[key] = result.nodes
+                failed += result.acks == 0
+        for key in gone:
+            self._holders.pop(key, None)
+        self._written = set(keys)
+        self._published = keys
+        self._publishes += 1
+        self._publish_errors += bool(failed)
+        self._last_publish_at = time.time()
+        log.debug("published %s (seq %d, %d failed)", keys, seq, failed)
+
+    def _next_seq(self) -> int:
+        # Wall-clock nanoseconds, strictly increasing: a restarted node
+        # outranks its own stale replicas without remembering anything.
+        self._seq = max(self._seq + 1, time.time_ns())
+        return self._seq
+
+    # -- joining -----------------------------------------------------------
+    async def _rebootstrap_loop(self) -> None:
+        heal_every = max(1, round(HEAL_INTERVAL / self._retry_interval))
+        rounds = 0
+        while True:
+            await asyncio.sleep(self._retry_interval)
+            rounds += 1
+            try:
+                if self._bootstrap and not self._swarm.peers():
+                    if await self._join():
+                        log.info("joined the swarm via %s", self._bootstrap_labels())
+                        self.publish_soon()
+                elif self._bootstrap and rounds % heal_every == 0:
+                    await self._heal()
+                await self._swarm.refresh_buckets()
+            except Exception:  # the loop must outlive any one bad round
+                log.warning("DHT maintenance round failed", exc_info=True)
+
+    async def _join(self) -> bool:
+        joined = await self._swarm.bootstrap(await self._resolved())
+        self._bootstrapped = self._bootstrapped or joined
+        return joined
+
+    async def _heal(self) -> None:
+        known = {(node.ip, node.port) for node in self._swarm.peers()}
+        missing = [addr for addr in await self._resolved() if addr not in known]
+        await asyncio.gather(*(self._swarm.ping(addr) for addr in missing))
+
+    async def _resolved(self) -> list[tuple[str, int]]:
+        """Bootstrap pairs as IPs, resolved afresh each time; names not (yet) in DNS are skipped."""
+        out = []
+        for pair in self._bootstrap:
+            try:
+                out.extend(await resolve_bootstrap([pair]))
+            except BootstrapResolveError as exc:
+                log.debug("%s", exc)
+        return out
+
+    def _bootstrap_labels(self) -> str:
+        return ", ".join(f"{host}:{port}" for host, port in self._bootstrap)
+
+    # -- lookups -----------------------------------------------------------
+    async def providers(self, model_id: str) -> list[NodeRecord]:
+        records = self._records(await self._lookup(model_key(model_id)))
+        return sorted((r for r in records if r.serves(model_id)), key=lambda r: r.node_id)
+
+    async def all_nodes(self) -> list[NodeRecord]:
+        shards = await asyncio.gather(*(self._lookup(key) for key in all_nodes_keys()))
+        best: dict[str, NodeRecord] = {}
+        for record in self._records([entry for shard in shards for entry in shard]):
+            held = best.get(record.node_id)
+            if held is None or record.expires_at > held.expires_at:
+                best[record.node_id] = record
+        return sorted(best.values(), key=lambda r: r.node_id)
+
+    async def node(self, node_id: str) -> NodeRecord | None:
+        records = self._records(await self._lookup(node_key(node_id)))
+        return next((r for r in records if r.node_id == node_id), None)
+
+    async def _lookup(self, key: str) -> list[Entry]:
+        if not self._started or self._stopped:
+            raise RuntimeError("Discovery is not running")
+        self._lookups += 1
+        try:
+            result = await self._swarm.get(digest(key))
+        except Exception:  # a bug, not a peer: peers cannot make get() raise
+            log.warning("lookup of %s failed", key, exc_info=True)
+            self._lookup_errors += 1
+            return []
+        if result.asked and not result.answered:
+            self._lookup_errors += 1
+        return result.entries
+
+    def _records(self, entries: list[Entry]) -> list[NodeRecord]:
+        """Live, valid records; expires_at set on this node's clock from the entry's ttl."""
+        now = time.time()
+        out = []
+        for entry in entries:
+            if entry.value is None:
+                continue
+            record = decode_record(entry.value)
+            if record is None or record.node_id != entry.writer:
+                log.debug("dropping entry of %s: invalid or not its own record", entry.writer)
+                continue
+            out.append(record.model_copy(update={"expires_at": now + entry.ttl}))
+        return out
+
+    def status(self) -> DhtStatus:
+        peers = self._swarm.peers()
+        return DhtStatus(
+            node_id=self._node_id,
+            dht_port=self._swarm.port,
+            routing_table_size=len(peers),
+            peers=tuple(sorted(_label(node.ip, node.port) for node in peers)),
+            keys_published=self._published,
+            last_publish_at=self._last_publish_at,
+            publishes=self._publishes,
+            publish_errors=self._publish_errors,
+            lookups=self._lookups,
+            lookup_errors=self._lookup_errors,
+            bootstrap_nodes=tuple(_label(host, port) for host, port in self._bootstrap),
+            bootstrapped=self._bootstrapped,
+        )
+
+
+def _valid_entry(entry: Entry) -> bool:
+    """A tombstone, or a valid record written by the node it describes."""
+    if entry.value is None:
+        return True
+    record = decode_record(entry.value)
+    return record is not None and record.node_id == entry.writer
+
+
+def _label(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
