@@ -8,30 +8,45 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
 import logging
 import signal
 import socket
+import time
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from mesh.api import admin, openai
+from mesh.api import mesh as mesh_routes
 from mesh.api.context import NODE, NodeContext
 from mesh.api.errors import openai_errors
+from mesh.dht.address import BootstrapResolveError, advertise_host, http_url, resolve_bootstrap
+from mesh.dht.discovery import Discovery
+from mesh.dht.records import ModelInfo, NodeLoad, NodeRecord
 from mesh.errors import StartupError
 from mesh.identity import resolve_identity
 from mesh.local.catalog import default_model_path
 from mesh.local.engine import Engine
+from mesh.router.peers import PeerTable
+from mesh.router.proxy import Proxy
+from mesh.router.router import Router, RouterTiming
 from mesh.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A peer the DHT has not listed for this long leaves the table (its probes
+# stop); liveness itself comes from probes and DHT entry expiry.
+PEER_STALE_AFTER_S = 5.0
 
 
 def build_app(ctx: NodeContext) -> web.Application:
     app = web.Application(client_max_size=ctx.settings.max_body_bytes,
                           middlewares=[openai_errors])
     app[NODE] = ctx
+    app.add_routes(mesh_routes.routes)  # before /v1/models/{id}, which would match "network"
     app.add_routes(openai.routes)
     app.add_routes(admin.routes)
     return app
@@ -72,48 +87,126 @@ async def load_engine(settings: Settings) -> Engine:
 async def serve(settings: Settings) -> None:
     """Run a node until SIGINT/SIGTERM; raise StartupError for bad configuration."""
     http_sock = bind_http(settings.host, settings.port)
+    check_udp_port(settings.host, settings.dht_port)
     http_port = http_sock.getsockname()[1]
+    try:
+        bootstrap = await resolve_bootstrap(settings.bootstrap_nodes)
+    except BootstrapResolveError as exc:
+        raise StartupError(str(exc)) from None
+    advertise = await _advertised_ip(settings, bootstrap)
     identity = resolve_identity(state_dir=settings.state_dir, port=http_port,
                                 override=settings.node_id)
     engine = await load_engine(settings)
-    advertise = settings.advertise_host or _local_advertise_host(settings.host)
+    discovery = Discovery(
+        node_id=identity.node_id, listen_host=settings.host, port=settings.dht_port,
+        bootstrap=bootstrap, heartbeat_interval=settings.heartbeat_interval)
     ctx = NodeContext(settings=settings, identity=identity, engine=engine,
-                      advertised_url=f"http://{_url_host(advertise)}:{http_port}",
-                      http_port=http_port)
-    runner = web.AppRunner(build_app(ctx), handler_cancellation=True, access_log=None,
-                           shutdown_timeout=5.0)
-    await runner.setup()
+                      advertised_url=http_url(advertise, http_port), http_port=http_port,
+                      discovery=discovery)
+    try:
+        await discovery.start(lambda: own_record(ctx, advertise))
+    except OSError as exc:
+        await engine.close()
+        raise StartupError(f"cannot bind the DHT to UDP port {settings.dht_port}: "
+                           f"{exc.strerror or exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await web.SockSite(runner, http_sock).start()
-        log.info("node %s serving %r on %s (bound %s:%d)", identity.node_id,
-                 engine.model.id, ctx.advertised_url, settings.host, http_port)
-        _write_ready_file(settings.ready_file, ctx, http_port)
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        await runner.cleanup()
-        await engine.close()
+    runner: web.AppRunner | None = None
+    async with peer_session() as session:
+        table = PeerTable(own_node_id=identity.node_id, stale_after_s=PEER_STALE_AFTER_S)
+        ctx.router = Router(
+            node_id=identity.node_id, engine=engine, records=discovery, table=table,
+            proxy=Proxy(session, table, node_id=identity.node_id), timing=RouterTiming())
+        try:
+            await ctx.router.start()
+            runner = web.AppRunner(build_app(ctx), handler_cancellation=True, access_log=None,
+                                   shutdown_timeout=5.0)
+            await runner.setup()
+            await web.SockSite(runner, http_sock).start()
+            log.info("node %s serving %r on %s (HTTP %s:%d, DHT UDP %d)", identity.node_id,
+                     engine.model.id, ctx.advertised_url, settings.host, http_port,
+                     discovery.port)
+            _write_ready_file(settings.ready_file, ctx)
+            await stop.wait()
+            log.info("shutting down: withdrawing from the mesh")
+        finally:
+            # Leave the DHT first so peers stop routing here while requests drain.
+            await discovery.stop()
+            await ctx.router.stop()
+            if runner is not None:
+                await runner.cleanup()
+            await engine.close()
 
 
-def _local_advertise_host(bind_host: str) -> str:
-    return "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
+def own_record(ctx: NodeContext, advertise: str) -> NodeRecord:
+    """This node as the DHT should see it now; called at every heartbeat."""
+    model = ctx.engine.model
+    stats = ctx.engine.stats()
+    return NodeRecord(
+        node_id=ctx.node_id, url=ctx.advertised_url, dht_host=advertise,
+        dht_port=ctx.discovery.port,
+        models=(ModelInfo(id=model.id, n_ctx=model.n_ctx, quantization=model.quantization,
+                          architecture=model.architecture),),
+        load=NodeLoad(queue_depth=stats.queue_depth, active_requests=stats.active_requests,
+                      capacity=stats.capacity, tokens_per_second=stats.tokens_per_second,
+                      prompt_tokens_per_second=stats.prompt_tokens_per_second),
+        uptime_s=ctx.uptime_s, version=ctx.version,
+        expires_at=time.time() + 3 * ctx.settings.heartbeat_interval + 1,
+    )
+
+
+def peer_session() -> aiohttp.ClientSession:
+    """The one client session for every peer request: pooled keep-alive
+    connections, no automatic decompression (bytes pass through as sent)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=30),
+        auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None))
+
+
+def check_udp_port(host: str, port: int) -> None:
+    """Fail before the model load if the DHT port is taken."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                       socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(f"DHT UDP port {port} on {host} is already in use") from None
+            raise StartupError(f"cannot bind the DHT to {host}:{port}: {exc.strerror}") from None
+
+
+async def _advertised_ip(settings: Settings, bootstrap: list[tuple[str, int]]) -> str:
+    explicit = settings.advertise_host
+    if explicit is not None:
+        try:
+            ipaddress.ip_address(explicit)
+        except ValueError:
+            try:
+                explicit = (await resolve_bootstrap([(explicit, 1)]))[0][0]
+            except BootstrapResolveError:
+                raise StartupError(f"cannot resolve --advertise-host {explicit!r}") from None
+        return advertise_host(explicit, bootstrap)
+    if settings.host not in ("0.0.0.0", "::", ""):
+        return settings.host  # bound to one address: that is the only one that works
+    return advertise_host(None, bootstrap)
 
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _write_ready_file(path: Path | None, ctx: NodeContext, http_port: int) -> None:
+def _write_ready_file(path: Path | None, ctx: NodeContext) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({
-        "node_id": ctx.node_id, "url": ctx.advertised_url, "http_port": http_port,
+        "node_id": ctx.node_id, "url": ctx.advertised_url, "http_port": ctx.http_port,
+        "dht_port": ctx.discovery.port,
         "model": ctx.engine.model.id,
     }))
     tmp.replace(path)

@@ -46,6 +46,9 @@ class Status(BaseModel, frozen=True):
     process_rss_bytes: int
     memory_percent: float
     memory_total_bytes: int
+    peers_known: int
+    peers_healthy: int
+    mesh_models: list[str]
 
 
 def health_of(ctx: NodeContext) -> Health:
@@ -68,6 +71,7 @@ async def status(request: web.Request) -> web.Response:
     ctx = request.app[NODE]
     stats = ctx.engine.stats()
     memory = psutil.virtual_memory()
+    views = ctx.router.table.views()
     return _json(Status(
         node_id=ctx.node_id, model=ctx.engine.model.id,
         queue_depth=stats.queue_depth, active_requests=stats.active_requests,
@@ -81,6 +85,8 @@ async def status(request: web.Request) -> web.Response:
         cpu_percent=_PROCESS.cpu_percent(interval=None),  # since the previous call: no wait
         process_rss_bytes=_PROCESS.memory_info().rss,
         memory_percent=memory.percent, memory_total_bytes=memory.total,
+        peers_known=len(views), peers_healthy=sum(v.healthy for v in views),
+        mesh_models=ctx.router.model_ids(),
     ))
 
 
@@ -107,6 +113,13 @@ async def info(request: web.Request) -> web.Response:
             "bootstrap_nodes": [f"{h}:{p}" for h, p in s.bootstrap_nodes],
         },
         "uptime_s": round(ctx.uptime_s, 1),
+        "mesh": {
+            "dht": ctx.discovery.status().model_dump(),
+            "peers": [{"node_id": v.record.node_id, "url": v.record.url, "healthy": v.healthy,
+                       "models": [m.id for m in v.record.models]}
+                      for v in ctx.router.table.views()],
+            "models": ctx.router.model_ids(),
+        },
     })
 
 

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from mesh import __version__
+from mesh.dht.discovery import Discovery
 from mesh.identity import Identity
 from mesh.local.engine import Engine
+from mesh.router.router import Router
 from mesh.settings import Settings
 
 
@@ -20,6 +22,8 @@ class NodeContext:
     engine: Engine
     advertised_url: str
     http_port: int
+    discovery: Discovery
+    router: Router = field(init=False)
     version: str = __version__
     started_at: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)

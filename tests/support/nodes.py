@@ -146,3 +146,10 @@ _SETTINGS_ENV = ("MODEL_PATH", "PORT", "DHT_PORT", "NODE_ID", "BOOTSTRAP_NODES",
 async def get_json(url: str) -> object:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         return await response.json()
+
+
+def get_json_sync(url: str, timeout: float = 5.0) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())

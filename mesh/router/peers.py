@@ -1,0 +1,185 @@
+"""The in-memory peer table the request path reads.
+
+Background loops (mesh/router/router.py) feed it DHT records and `/health`
+probes; the proxy tells it about each request's outcome. The request path
+only takes `candidates()`: no DHT round trip and no probe per request.
+
+A peer is routable while its DHT entry is fresh, its last probe succeeded
+and its circuit breaker is closed. The breaker opens on a failed request or
+probe and stays open for an exponentially growing while (capped), so a dead
+peer costs at most one failed connect attempt per window, and the request
+that hit it has already moved on to the next candidate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mesh.dht.records import NodeRecord
+
+BREAKER_BASE_S = 1.0
+BREAKER_MAX_S = 30.0
+LATENCY_ALPHA = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What selection needs to know about one place a request could run."""
+
+    node_id: str
+    url: str | None  # None: this node's own engine
+    outstanding: int  # queued + generating (+ what we sent since the last probe)
+    capacity: int
+    tokens_per_second: float
+    latency_s: float
+
+    @property
+    def is_local(self) -> bool:
+        return self.url is None
+
+    @property
+    def load(self) -> float:
+        return self.outstanding / max(self.capacity, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """One peer as the catalog and the UI show it."""
+
+    record: NodeRecord
+    healthy: bool
+    breaker_open: bool
+    last_seen_age_s: float
+    latency_s: float | None
+    outstanding: int
+    tokens_per_second: float
+
+
+@dataclass(slots=True)
+class _Peer:
+    record: NodeRecord
+    record_seen_at: float
+    probed_ok: bool = True  # innocent until a probe says otherwise
+    last_ok_at: float | None = None
+    queue_depth: int = 0
+    active_requests: int = 0
+    capacity: int = 1
+    tokens_per_second: float = 0.0
+    latency_s: float | None = None
+    inflight: int = 0
+    failures: int = 0
+    open_until: float = 0.0
+
+    def routable(self, now: float) -> bool:
+        return self.probed_ok and now >= self.open_until
+
+
+class PeerTable:
+    def __init__(self, *, own_node_id: str, stale_after_s: float) -> None:
+        self._own = own_node_id
+        self._stale_after = stale_after_s
+        self._peers: dict[str, _Peer] = {}
+
+    # -- feeding ---------------------------------------------------------
+
+    def merge_records(self, records: Iterable[NodeRecord], *, now: float | None = None) -> None:
+        """Take fresh DHT records; forget peers the DHT has not shown for a while."""
+        now = time.monotonic() if now is None else now
+        for record in records:
+            if record.node_id == self._own:
+                continue
+            peer = self._peers.get(record.node_id)
+            if peer is None:
+                self._peers[record.node_id] = _Peer(
+                    record=record, record_seen_at=now,
+                    queue_depth=record.load.queue_depth,
+                    active_requests=record.load.active_requests,
+                    capacity=record.load.capacity,
+                    tokens_per_second=record.load.tokens_per_second)
+            else:
+                if record.url != peer.record.url:
+                    peer.failures, peer.open_until, peer.probed_ok = 0, 0.0, True
+                peer.record = record
+                peer.record_seen_at = now
+        for node_id in [n for n, p in self._peers.items()
+                        if now - p.record_seen_at > self._stale_after]:
+            del self._peers[node_id]
+
+    def probe_succeeded(self, node_id: str, *, latency_s: float, queue_depth: int,
+                        active_requests: int, capacity: int, tokens_per_second: float) -> None:
+        peer = self._peers.get(node_id)
+        if peer is None:
+            return
+        peer.probed_ok = True
+        peer.last_ok_at = time.monotonic()
+        peer.failures = 0
+        peer.open_until = 0.0
+        peer.queue_depth, peer.active_requests = queue_depth, active_requests
+        peer.capacity, peer.tokens_per_second = capacity, tokens_per_second
+        peer.latency_s = latency_s if peer.latency_s is None else (
+            peer.latency_s + LATENCY_ALPHA * (latency_s - peer.latency_s))
+
+    def probe_failed(self, node_id: str) -> None:
+        peer = self._peers.get(node_id)
+        if peer is not None:
+            peer.probed_ok = False
+            self._trip(peer)
+
+    def request_started(self, node_id: str) -> None:
+        peer = self._peers.get(node_id)
+        if peer is not None:
+            peer.inflight += 1
+
+    def request_ended(self, node_id: str, *, failed: bool) -> None:
+        peer = self._peers.get(node_id)
+        if peer is None:
+            return
+        peer.inflight = max(peer.inflight - 1, 0)
+        if failed:
+            self._trip(peer)
+        else:
+            peer.failures = 0
+            peer.last_ok_at = time.monotonic()
+
+    def _trip(self, peer: _Peer) -> None:
+        peer.failures += 1
+        hold = min(BREAKER_BASE_S * 2 ** (peer.failures - 1), BREAKER_MAX_S)
+        peer.open_until = time.monotonic() + hold
+
+    # -- reading ---------------------------------------------------------
+
+    def candidates(self, model_id: str) -> list[Candidate]:
+        now = time.monotonic()
+        return [
+            Candidate(
+                node_id=node_id, url=p.record.url,
+                outstanding=p.queue_depth + p.active_requests + p.inflight,
+                capacity=p.capacity, tokens_per_second=p.tokens_per_second,
+                latency_s=p.latency_s or 0.0,
+            )
+            for node_id, p in self._peers.items()
+            if p.routable(now) and p.record.serves(model_id)
+        ]
+
+    def knows_model(self, model_id: str) -> bool:
+        return any(p.record.serves(model_id) for p in self._peers.values())
+
+    def urls(self) -> dict[str, str]:
+        return {node_id: p.record.url for node_id, p in self._peers.items()}
+
+    def views(self) -> list[PeerView]:
+        now = time.monotonic()
+        return [
+            PeerView(
+                record=p.record, healthy=p.routable(now), breaker_open=now < p.open_until,
+                last_seen_age_s=now - max(p.record_seen_at, p.last_ok_at or 0.0),
+                latency_s=p.latency_s, outstanding=p.queue_depth + p.active_requests + p.inflight,
+                tokens_per_second=p.tokens_per_second,
+            )
+            for p in sorted(self._peers.values(), key=lambda p: p.record.node_id)
+        ]
+
+    def __len__(self) -> int:
+        return len(self._peers)

@@ -1,0 +1,126 @@
+"""The router: keeps the peer table fresh in the background and plans each request.
+
+Two loops feed the table: one reads every node record from the DHT each
+`refresh_interval_s` (joins become routable within about that long), one
+probes every peer's `/health` each `probe_interval_s` (a killed peer is
+routed around within about that long, and any request that reaches it
+first moves on to the next candidate before the client sees a byte).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from mesh.dht.records import NodeRecord
+from mesh.errors import BadRequest, ModelNotFound, NoRoute
+from mesh.local.engine import Engine
+from mesh.router.peers import Candidate, PeerTable
+from mesh.router.proxy import Proxy
+from mesh.router.select import choose_route
+from mesh.wire import Strategy
+
+log = logging.getLogger(__name__)
+
+
+class RecordSource(Protocol):
+    async def all_nodes(self) -> list[NodeRecord]: ...
+
+    async def providers(self, model_id: str) -> list[NodeRecord]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouterTiming:
+    refresh_interval_s: float = 1.0
+    probe_interval_s: float = 1.0
+    probe_timeout_s: float = 1.0
+
+
+class Router:
+    def __init__(self, *, node_id: str, engine: Engine, records: RecordSource,
+                 table: PeerTable, proxy: Proxy, timing: RouterTiming,
+                 rng: random.Random | None = None) -> None:
+        self.node_id = node_id
+        self.table = table
+        self.proxy = proxy
+        self._engine = engine
+        self._records = records
+        self._timing = timing
+        self._rng = rng or random.Random()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._tasks = [asyncio.create_task(self._refresh_loop(), name="router-refresh"),
+                       asyncio.create_task(self._probe_loop(), name="router-probe")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    # -- the request path ------------------------------------------------
+
+    def local_candidate(self, model_id: str) -> Candidate | None:
+        if model_id != self._engine.model.id:
+            return None
+        stats = self._engine.stats()
+        return Candidate(node_id=self.node_id, url=None,
+                         outstanding=stats.queue_depth + stats.active_requests,
+                         capacity=stats.capacity, tokens_per_second=stats.tokens_per_second,
+                         latency_s=0.0)
+
+    async def plan(self, model_id: str, strategy: Strategy) -> list[Candidate]:
+        """Where to try `model_id`, best first. Raises when nowhere can serve it."""
+        local = self.local_candidate(model_id)
+        if strategy == "local":
+            if local is None:
+                raise BadRequest(
+                    f"strategy 'local': this node does not serve {model_id!r} "
+                    f"(it serves {self._engine.model.id!r}); use load_balanced or fastest",
+                    param="strategy", code="model_not_local")
+            return [local]
+        peers = self.table.candidates(model_id)
+        if local is None and not peers and not self.table.knows_model(model_id):
+            # The one DHT round trip the request path may take: a model we have not heard of.
+            self.table.merge_records(await self._records.providers(model_id))
+            peers = self.table.candidates(model_id)
+            if not peers and not self.table.knows_model(model_id):
+                raise ModelNotFound(f"the model {model_id!r} is not served anywhere in the mesh",
+                                    param="model")
+        route = choose_route(strategy, local=local, peers=peers, rng=self._rng)
+        if not route:
+            raise NoRoute(f"every provider of {model_id!r} is unreachable right now; "
+                          "retry shortly", retry_after_s=2)
+        return route
+
+    def model_ids(self) -> list[str]:
+        """Every model this node can serve, locally or through a healthy peer."""
+        ids = {self._engine.model.id}
+        ids.update(m.id for v in self.table.views() if v.healthy for m in v.record.models)
+        return sorted(ids)
+
+    # -- background ------------------------------------------------------
+
+    async def refresh(self) -> None:
+        try:
+            self.table.merge_records(await self._records.all_nodes())
+        except Exception:  # a lookup bug must not kill the loop
+            log.warning("peer refresh failed", exc_info=True)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._timing.refresh_interval_s)
+            await self.refresh()
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._timing.probe_interval_s)
+            urls = self.table.urls()
+            await asyncio.gather(*(
+                self.proxy.probe(node_id, url, timeout_s=self._timing.probe_timeout_s)
+                for node_id, url in urls.items()))
