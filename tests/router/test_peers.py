@@ -1,0 +1,63 @@
+"""PeerTable: staleness, probes and the circuit breaker, with no event loop."""
+
+from __future__ import annotations
+
+import time
+
+from mesh.dht.records import ModelInfo, NodeLoad, NodeRecord
+from mesh.router.peers import PeerTable
+
+
+def record(node_id: str, *models: str, port: int = 9000) -> NodeRecord:
+    return NodeRecord(node_id=node_id, url=f"http://127.0.0.1:{port}", dht_host="127.0.0.1",
+                      dht_port=port + 1, models=tuple(ModelInfo(id=m, n_ctx=512) for m in models),
+                      load=NodeLoad(queue_depth=1, capacity=4, tokens_per_second=20.0),
+                      uptime_s=1.0, version="t", expires_at=time.time() + 30)
+
+
+def test_own_record_is_ignored_and_models_filter() -> None:
+    table = PeerTable(own_node_id="me", stale_after_s=5)
+    table.merge_records([record("me", "m"), record("a", "m"), record("b", "other")])
+    assert [c.node_id for c in table.candidates("m")] == ["a"]
+    assert table.knows_model("other") and not table.knows_model("nope")
+
+
+def test_stale_peers_are_forgotten() -> None:
+    table = PeerTable(own_node_id="me", stale_after_s=5)
+    table.merge_records([record("a", "m"), record("b", "m")], now=100.0)
+    table.merge_records([record("a", "m")], now=104.0)
+    assert len(table) == 2
+    table.merge_records([record("a", "m")], now=106.0)
+    assert [v.record.node_id for v in table.views()] == ["a"]
+
+
+def test_failed_probe_removes_candidate_until_a_probe_succeeds() -> None:
+    table = PeerTable(own_node_id="me", stale_after_s=5)
+    table.merge_records([record("a", "m")])
+    table.probe_failed("a")
+    assert table.candidates("m") == []
+    assert table.views()[0].healthy is False
+    table.probe_succeeded("a", latency_s=0.002, queue_depth=0, active_requests=1, capacity=4,
+                          tokens_per_second=30.0)
+    [candidate] = table.candidates("m")
+    assert candidate.outstanding == 1 and candidate.tokens_per_second == 30.0
+
+
+def test_failed_request_opens_the_breaker_and_inflight_counts() -> None:
+    table = PeerTable(own_node_id="me", stale_after_s=5)
+    table.merge_records([record("a", "m")])
+    table.request_started("a")
+    table.request_started("a")
+    assert table.candidates("m")[0].outstanding == 1 + 2  # record's queue + our two
+    table.request_ended("a", failed=False)
+    table.request_ended("a", failed=True)
+    assert table.candidates("m") == []  # breaker open
+    assert table.views()[0].breaker_open is True
+
+
+def test_new_url_resets_the_breaker() -> None:
+    table = PeerTable(own_node_id="me", stale_after_s=5)
+    table.merge_records([record("a", "m", port=9000)])
+    table.probe_failed("a")
+    table.merge_records([record("a", "m", port=9100)])  # restarted elsewhere
+    assert [c.url for c in table.candidates("m")] == ["http://127.0.0.1:9100"]
