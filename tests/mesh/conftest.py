@@ -5,8 +5,9 @@
     fast     scripted "shared", 2 ms/token    two providers of one model,
     slow     scripted "shared", 15 ms/token   one clearly faster than the other
 
-Tests that kill or add nodes start their own extra nodes joined to this swarm,
-so the shared four stay intact for the others.
+Tests that kill or add nodes start their own extra nodes joined to this swarm
+(the `join` fixture), stopped when that test ends, so the shared four stay
+intact for the others.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ class Swarm:
     charlie: NodeProcess
     fast: NodeProcess
     slow: NodeProcess
-    join: Callable[..., NodeProcess]
 
     @property
     def nodes(self) -> list[NodeProcess]:
@@ -69,10 +69,7 @@ def swarm(tmp_path_factory: pytest.TempPathFactory,
     fast = start(*scripted("shared", 2), name="fast", bootstrap=seed)
     slow = start(*scripted("shared", 15), name="slow", bootstrap=seed)
 
-    def join(*args: str, name: str = "extra") -> NodeProcess:
-        return start(*args, name=name, bootstrap=seed)
-
-    result = Swarm(alpha=alpha, charlie=charlie, fast=fast, slow=slow, join=join)
+    result = Swarm(alpha=alpha, charlie=charlie, fast=fast, slow=slow)
     for node in result.nodes:
         for other in result.nodes:
             if other is not node:
@@ -85,3 +82,20 @@ def swarm(tmp_path_factory: pytest.TempPathFactory,
     finally:
         for node in started:
             node.stop(timeout=5)
+
+
+@pytest.fixture
+def join(swarm: Swarm, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Callable[..., NodeProcess]]:
+    """Start extra nodes joined to the shared swarm; stopped when the test ends."""
+    extra: list[NodeProcess] = []
+
+    def start(*args: str, name: str = "extra") -> NodeProcess:
+        node = NodeProcess(state_dir=tmp_path_factory.mktemp(name), args=(
+            *args, "--bootstrap-nodes", swarm.bootstrap, "--heartbeat-interval", "2"))
+        extra.append(node)
+        return node.start()
+
+    yield start
+    for node in extra:
+        node.stop(timeout=5)

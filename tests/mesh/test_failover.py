@@ -7,11 +7,13 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 
 import openai
 
 from tests.mesh.conftest import Swarm, routable, scripted
-from tests.support.nodes import eventually
+from tests.support.nodes import NodeProcess, eventually
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -28,11 +30,10 @@ def _chat(url: str, model: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def test_late_joiner_is_routable_from_every_node(swarm: Swarm,
-                                                 tiny_model: object) -> None:
+def test_late_joiner_is_routable_from_every_node(swarm: Swarm, join: Callable[..., NodeProcess],
+                                                 tiny_model: Callable[..., Path]) -> None:
     started = time.monotonic()
-    juliet = swarm.join("--model-path", str(tiny_model("juliet")),  # type: ignore[operator]
-                        name="juliet")
+    juliet = join("--model-path", str(tiny_model("juliet")), name="juliet")
     ready_at = time.monotonic()
     for node in swarm.nodes:
         eventually(lambda n=node: routable(n, "juliet", juliet.node_id), timeout=8,
@@ -51,9 +52,10 @@ def test_late_joiner_is_routable_from_every_node(swarm: Swarm,
                    message="a stopped node leaves the catalog")
 
 
-def test_killed_provider_is_routed_around_without_errors(swarm: Swarm) -> None:
-    keeper = swarm.join(*scripted("kill-me", 1, tokens=3), name="keeper")
-    victim = swarm.join(*scripted("kill-me", 1, tokens=3), name="victim")
+def test_killed_provider_is_routed_around_without_errors(
+        swarm: Swarm, join: Callable[..., NodeProcess]) -> None:
+    keeper = join(*scripted("kill-me", 1, tokens=3), name="keeper")
+    victim = join(*scripted("kill-me", 1, tokens=3), name="victim")
     gateways = [swarm.alpha, swarm.charlie]
     for gateway in gateways:
         for provider in (keeper, victim):
@@ -84,8 +86,9 @@ def test_killed_provider_is_routed_around_without_errors(swarm: Swarm) -> None:
           f"marked unhealthy everywhere {routed_around_at - killed_at:.2f}s after the kill")
 
 
-def test_provider_dying_mid_stream_gives_an_error_event(swarm: Swarm) -> None:
-    doomed = swarm.join(*scripted("doomed", 50, tokens=400), name="doomed")
+def test_provider_dying_mid_stream_gives_an_error_event(
+        swarm: Swarm, join: Callable[..., NodeProcess]) -> None:
+    doomed = join(*scripted("doomed", 50, tokens=400), name="doomed")
     eventually(lambda: routable(swarm.alpha, "doomed", doomed.node_id), timeout=10,
                message="doomed routable")
     request = urllib.request.Request(

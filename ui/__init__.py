@@ -1,0 +1,1 @@
+"""Static files of the LlamaMesh web UI (served by mesh.api.ui); installed as `mesh_ui`."""
