@@ -4,9 +4,11 @@ What it changes in the library, and why:
 - Every datagram is parsed inline under one guard. rpcudp parses in a task
   and logs a traceback per malformed packet (or raises MalformedMessage into
   the void); here garbage is counted and summarised once a minute at INFO.
-- Requests dispatch through an allowlist: ping, find_node, store_entry,
-  find_entries. The stock store/find_value (one value per key) are refused,
-  so a stock node in the swarm times out instead of overwriting entries.
+- Requests dispatch through an allowlist of our own RPC names (RPC below,
+  "lm1_*"). Stock kademlia nodes (a LlamaNet node left on the same port, say)
+  speak "ping"/"store"/"find_value": we never answer them and they never
+  answer us, so they cannot enter our routing tables, cost our lookups
+  timeouts, or overwrite multi-writer keys with a single value.
 - Every reply we consume is validated: node triples need a 20-byte id, a
   literal IP and a port (the stock crawler raises on garbage find_node
   replies); entries go through `Entry.from_wire`. A garbage reply counts as
@@ -24,7 +26,6 @@ What it changes in the library, and why:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import socket
@@ -47,6 +48,15 @@ _REQUEST, _REPLY = b"\x00", b"\x01"
 _ID_BYTES = 20
 _MAX_CURSOR = 256
 HANDOVER_WINDOW = 16  # STOREs in flight per newcomer in welcome_if_new
+
+
+class RPC:
+    """Wire names of our RPCs; the "1" versions the protocol."""
+
+    ping = "lm1_ping"
+    find_node = "lm1_find_node"
+    store_entry = "lm1_store"
+    find_entries = "lm1_find"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +88,10 @@ class MeshProtocol(KademliaProtocol):
         self._family = socket.AF_INET
         self._closed = False
         self._handlers = {
-            "ping": self.rpc_ping,
-            "find_node": self.rpc_find_node,
-            "store_entry": self.rpc_store_entry,
-            "find_entries": self.rpc_find_entries,
+            RPC.ping: self.rpc_ping,
+            RPC.find_node: self.rpc_find_node,
+            RPC.store_entry: self.rpc_store_entry,
+            RPC.find_entries: self.rpc_find_entries,
         }
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -153,6 +163,7 @@ class MeshProtocol(KademliaProtocol):
                 pending[0].set_result((False, None))
 
     def _ignore(self, addr: tuple[str, int], reason: object) -> None:
+        log.debug("ignored datagram from %s: %s", addr, reason)
         stats = self.stats
         stats.garbage += 1
         stats._since_log += 1
@@ -191,12 +202,6 @@ class MeshProtocol(KademliaProtocol):
         overhead = 1 + _ID_BYTES + len(umsgpack.packb([nodes, [], False])) + 5
         entries, more = self.storage.page(dkey, after=after, budget=REPLY_LIMIT - overhead)
         return [nodes, [entry.to_wire() for entry in entries], more]
-
-    def rpc_store(self, *_: object) -> None:  # the stock single-value store: refused
-        raise ValueError("stock store refused")
-
-    def rpc_find_value(self, *_: object) -> None:
-        raise ValueError("stock find_value refused")
 
     def _neighbors(self, key: bytes, exclude: Node) -> list[tuple[bytes, str, int]]:
         return [tuple(n) for n in self.router.find_neighbors(Node(key), exclude=exclude)]
@@ -253,31 +258,31 @@ class MeshProtocol(KademliaProtocol):
                 self._pending.pop(msg_id)[1].cancel()
 
     async def ping_address(self, address: tuple[str, int]) -> Node | None:
-        ok, reply = await self._call(address, "ping", self.source_node.id)
+        ok, reply = await self._call(address, RPC.ping, self.source_node.id)
         if not ok or not _is_node_id(reply) or reply == self.source_node.id:
             return None
         return Node(reply, address[0], address[1])
 
     async def call_ping(self, node_to_ask: Node) -> bool:
-        ok, reply = await self._call((node_to_ask.ip, node_to_ask.port), "ping", self.source_node.id)
+        ok, reply = await self._call((node_to_ask.ip, node_to_ask.port), RPC.ping, self.source_node.id)
         return self._settle(node_to_ask, ok and reply == node_to_ask.id)
 
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> FindReply | None:
         address = (node_to_ask.ip, node_to_ask.port)
-        ok, reply = await self._call(address, "find_node", self.source_node.id, node_to_find.id)
+        ok, reply = await self._call(address, RPC.find_node, self.source_node.id, node_to_find.id)
         nodes = _parse_nodes(reply, self.router.ksize) if ok else None
         valid = self._settle(node_to_ask, nodes is not None, ok)
         return FindReply(nodes) if valid and nodes is not None else None
 
     async def call_find_entries(self, node_to_ask: Node, key: bytes, after: str) -> FindReply | None:
         address = (node_to_ask.ip, node_to_ask.port)
-        ok, reply = await self._call(address, "find_entries", self.source_node.id, key, after)
+        ok, reply = await self._call(address, RPC.find_entries, self.source_node.id, key, after)
         parsed = _parse_find_entries(reply, self.router.ksize) if ok else None
         return parsed if self._settle(node_to_ask, parsed is not None, ok) else None
 
     async def call_store_entry(self, node_to_ask: Node, key: bytes, entry: Entry) -> bool:
         address = (node_to_ask.ip, node_to_ask.port)
-        ok, reply = await self._call(address, "store_entry", self.source_node.id, key, entry.to_wire())
+        ok, reply = await self._call(address, RPC.store_entry, self.source_node.id, key, entry.to_wire())
         self._settle(node_to_ask, ok and isinstance(reply, bool), ok)
         return ok and reply is True
 
@@ -340,10 +345,13 @@ def _parse_find_entries(obj: object, limit: int) -> FindReply | None:
 
 
 def _is_ip(value: object) -> bool:
+    # inet_pton rather than ipaddress: this runs for every node of every reply.
     if not isinstance(value, str):
         return False
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, value)
+        except (OSError, ValueError):
+            continue
+        return True
+    return False

@@ -1,10 +1,11 @@
 """What a node says about itself in the DHT: `NodeRecord`, its wire form, its keys.
 
-The router and the web UI read these models by their Python field names; the
-wire form is ours, so it is squeezed: short aliases, no whitespace, default
-values left out, floats rounded. A typical one-model record encodes to ~220 B
-(measured in tests/dht/test_records.py), which keeps a STORE far below one
-Ethernet MTU and lets ~25 records share one find reply.
+The router and the web UI read these models by their Python field names
+(`model_dump_json()` keeps them long); the DHT wire form is ours, so it is
+squeezed: short aliases, no whitespace, defaults left out, floats rounded. A
+one-model record with a 64-character node id encodes to 250-280 B, a third
+less than `model_dump_json()` (tests/dht/test_records.py): a STORE stays far
+below one Ethernet MTU and ~22 records share one find reply page.
 
 Validation happens once, here, at the boundary: `decode_record` returns a
 `NodeRecord` or None (logged at DEBUG) and never raises on peer input. A URL
@@ -132,7 +133,8 @@ def decode_record(data: bytes | str) -> NodeRecord | None:
     try:
         return NodeRecord.model_validate_json(data)
     except ValidationError as exc:
-        log.debug("dropping invalid record: %s", exc.errors(include_url=False, include_input=False))
+        first = exc.errors(include_url=False, include_input=False)[0]
+        log.debug("dropping invalid record (%d errors): %s: %s", exc.error_count(), first["loc"], first["msg"])
         return None
 
 

@@ -146,6 +146,25 @@ class EntryStore(IStorage):
 
     def live(self, key: bytes) -> list[Entry]:
         """Unexpired entries of key, tombstones included, ttl set to what is left."""
+        return [entry.model_copy(update={"ttl": left}) for entry, left in self._alive(key)]
+
+    def page(self, key: bytes, *, after: str, budget: int) -> tuple[list[Entry], bool]:
+        """Entries with writer > after, in writer order, whose wire sizes sum to <= budget.
+
+        Returns (entries, more): more is True when entries were left out.
+        """
+        ordered = sorted((pair for pair in self._alive(key) if pair[0].writer > after), key=lambda p: p[0].writer)
+        out: list[Entry] = []
+        used = 0
+        for entry, left in ordered:
+            used += entry.wire_size()
+            if used > budget:
+                return out, True
+            out.append(entry.model_copy(update={"ttl": left}))
+        return out, False
+
+    def _alive(self, key: bytes) -> list[tuple[Entry, float]]:
+        """(entry, seconds left) of key's unexpired entries; drops the expired ones."""
         now = self._clock()
         writers = self._data.get(key)
         if not writers:
@@ -155,33 +174,17 @@ class EntryStore(IStorage):
             if held.expires <= now:
                 del writers[writer]
             else:
-                out.append(held.entry.model_copy(update={"ttl": held.expires - now}))
+                out.append((held.entry, held.expires - now))
         if not writers:
             del self._data[key]
         return out
-
-    def page(self, key: bytes, *, after: str, budget: int) -> tuple[list[Entry], bool]:
-        """Entries with writer > after, in writer order, whose wire sizes sum to <= budget.
-
-        Returns (entries, more): more is True when entries were left out.
-        """
-        ordered = sorted((e for e in self.live(key) if e.writer > after), key=lambda e: e.writer)
-        out: list[Entry] = []
-        used = 0
-        for entry in ordered:
-            size = entry.wire_size()
-            if used + size > budget:
-                return out, True
-            out.append(entry)
-            used += size
-        return out, False
 
     def keys(self) -> list[bytes]:
         return list(self._data)
 
     def cull(self) -> None:
         for key in list(self._data):
-            self.live(key)
+            self._alive(key)
 
     # IStorage, for the parts of the library that still look at storage.
     def __setitem__(self, key: bytes, value: Entry) -> None:

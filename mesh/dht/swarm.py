@@ -155,13 +155,22 @@ class Swarm:
             ask=ask,
             deadline=deadline,
         )
-        for reply in result.replies.values():
-            entries.extend(filter(self.accept, reply.entries))
         holders = [node for node in result.closest if result.replies[node.id].more][: self.alpha]
         pages = await asyncio.gather(*(self._drain(node, key, result.replies[node.id], deadline) for node in holders))
-        for page in pages:
-            entries.extend(filter(self.accept, page))
+        heard = [entry for reply in result.replies.values() for entry in reply.entries]
+        heard.extend(entry for page in pages for entry in page)
+        entries.extend(self._accepted(heard))
         return Lookup(list(merge(entries).values()), result.asked, len(result.replies))
+
+    def _accepted(self, entries: list[Entry]) -> list[Entry]:
+        """Entries that pass `accept`, each distinct one checked once: the k holders
+        mostly send the same entries, and checking means decoding a record."""
+        distinct: dict[tuple[str, int, bytes | None], Entry] = {}
+        for entry in entries:
+            seen = distinct.get((entry.writer, entry.seq, entry.value))
+            if seen is None or entry.ttl > seen.ttl:
+                distinct[(entry.writer, entry.seq, entry.value)] = entry
+        return [entry for entry in distinct.values() if self.accept(entry)]
 
     async def _drain(self, node: Node, key: bytes, reply: FindReply, deadline: float) -> list[Entry]:
         """The pages after the first one, following the writer-id cursor."""

@@ -38,3 +38,16 @@ async def eventually(
         if time.monotonic() - start > timeout:
             raise AssertionError(f"condition not met within {timeout} s: {getattr(cond, '__name__', cond)}")
         await asyncio.sleep(interval)
+
+
+async def consistently(
+    cond: Callable[[], object | Awaitable[object]], *, duration: float, interval: float = 0.1
+) -> None:
+    """Poll cond for duration seconds; fail the test the first time it is falsy."""
+    start = time.monotonic()
+    while time.monotonic() - start < duration:
+        result = cond()
+        if inspect.isawaitable(result):
+            result = await result
+        assert result, f"condition broke after {time.monotonic() - start:.2f} s"
+        await asyncio.sleep(interval)

@@ -13,6 +13,7 @@ import pytest
 import umsgpack
 
 from mesh.dht.discovery import Discovery
+from mesh.dht.protocol import RPC
 from tests.dht.rawclient import open_peer
 from tests.dht.support import eventually
 
@@ -52,15 +53,16 @@ def garbage_requests(key: bytes) -> list[bytes]:
         b"\x02" + os.urandom(40),
         head + b"\xc1\xc1",
         head + pack("ping"),
-        head + pack(["ping", "not a list"]),
-        head + pack(["ping", [b"x"]]),  # one-byte node id
-        head + pack(["find_node", [GARBAGE_ID]]),  # wrong arity
-        head + pack(["find_node", [GARBAGE_ID, 5]]),
+        head + pack([RPC.ping, "not a list"]),
+        head + pack([RPC.ping, [b"x"]]),  # one-byte node id
+        head + pack([RPC.find_node, [GARBAGE_ID]]),  # wrong arity
+        head + pack([RPC.find_node, [GARBAGE_ID, 5]]),
         head + pack(["store", [GARBAGE_ID, key, "stock value"]]),
+        head + pack(["ping", [GARBAGE_ID]]),  # stock kademlia
         head + pack(["find_value", [GARBAGE_ID, key]]),
-        head + pack(["store_entry", [GARBAGE_ID, key, ["w", 1, 1e9, b"x"]]]),
-        head + pack(["store_entry", [GARBAGE_ID, key, "nope"]]),
-        head + pack(["find_entries", [GARBAGE_ID, key, 7]]),
+        head + pack([RPC.store_entry, [GARBAGE_ID, key, ["w", 1, 1e9, b"x"]]]),
+        head + pack([RPC.store_entry, [GARBAGE_ID, key, "nope"]]),
+        head + pack([RPC.find_entries, [GARBAGE_ID, key, 7]]),
         head + pack(["__init__", []]),
         b"\x01" + os.urandom(20) + pack("unsolicited reply"),
     ]
@@ -80,7 +82,7 @@ async def test_garbage_peer_does_not_break_lookups(
             # Re-enter every routing table (a garbage answer gets us evicted), spray junk.
             for node in swarm:
                 addr = ("127.0.0.1", node.port)
-                peer.send_raw(b"\x00" + os.urandom(20) + umsgpack.packb(["ping", [GARBAGE_ID]]), addr)
+                peer.send_raw(b"\x00" + os.urandom(20) + umsgpack.packb([RPC.ping, [GARBAGE_ID]]), addr)
                 for junk in garbage_requests(key):
                     peer.send_raw(junk, addr)
             await asyncio.sleep(0.05)

@@ -34,7 +34,7 @@ async def test_killed_node_vanishes_within_ttl(swarm: list[Discovery]) -> None:
         await eventually(lambda: everyone_sees(False), timeout=TTL + 3, interval=0.02)
         gone_after = time.monotonic() - killed
         print(f"killed node gone from all views {gone_after:.2f} s after SIGKILL (ttl {TTL} s)")
-        assert gone_after <= TTL + 0.5
+        assert gone_after <= TTL + 1.0  # ttl from the last heartbeat, plus one lookup on a busy box
         # Lookups stay fast once the dead peer has cost its one timeout.
         started = time.monotonic()
         await eventually(lambda: everyone_sees(False), timeout=1)

@@ -10,6 +10,7 @@ import time
 import umsgpack
 
 from mesh.dht.discovery import Discovery
+from mesh.dht.protocol import RPC
 from mesh.dht.records import encode_record
 from mesh.dht.storage import Entry
 from mesh.dht.swarm import Swarm
@@ -55,7 +56,7 @@ async def test_200_writers_to_one_key(swarm: list[Discovery]) -> None:
             after, pages = "", 0
             while True:
                 datagram = await client.request(
-                    ("127.0.0.1", node.port), "find_entries", hashlib.sha1(b"client").digest(), key, after
+                    ("127.0.0.1", node.port), RPC.find_entries, hashlib.sha1(b"client").digest(), key, after
                 )
                 sizes.append(len(datagram))
                 nodes, page, more = umsgpack.unpackb(datagram[21:])
