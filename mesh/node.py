@@ -21,6 +21,8 @@ from aiohttp import web
 
 from mesh.api import admin, openai
 from mesh.api import mesh as mesh_routes
+from mesh.api import metrics as metrics_routes
+from mesh.api.metrics import on_prepare, time_completions
 from mesh.api.context import NODE, NodeContext
 from mesh.api.errors import openai_errors
 from mesh.dht.address import BootstrapResolveError, advertise_host, http_url, resolve_bootstrap
@@ -30,6 +32,7 @@ from mesh.errors import StartupError
 from mesh.identity import resolve_identity
 from mesh.local.catalog import default_model_path
 from mesh.local.engine import Engine
+from mesh.metrics import Metrics, Snapshot
 from mesh.router.peers import PeerTable
 from mesh.router.proxy import Proxy
 from mesh.router.router import Router, RouterTiming
@@ -44,8 +47,10 @@ PEER_STALE_AFTER_S = 5.0
 
 def build_app(ctx: NodeContext) -> web.Application:
     app = web.Application(client_max_size=ctx.settings.max_body_bytes,
-                          middlewares=[openai_errors])
+                          middlewares=[time_completions, openai_errors])
     app[NODE] = ctx
+    app.on_response_prepare.append(on_prepare)
+    app.add_routes(metrics_routes.routes)
     app.add_routes(mesh_routes.routes)  # before /v1/models/{id}, which would match "network"
     app.add_routes(openai.routes)
     app.add_routes(admin.routes)
@@ -119,6 +124,7 @@ async def serve(settings: Settings) -> None:
         ctx.router = Router(
             node_id=identity.node_id, engine=engine, records=discovery, table=table,
             proxy=Proxy(session, table, node_id=identity.node_id), timing=RouterTiming())
+        ctx.metrics = node_metrics(ctx)
         try:
             await ctx.router.start()
             runner = web.AppRunner(build_app(ctx), handler_cancellation=True, access_log=None,
@@ -155,6 +161,19 @@ def own_record(ctx: NodeContext, advertise: str) -> NodeRecord:
         uptime_s=ctx.uptime_s, version=ctx.version,
         expires_at=time.time() + 3 * ctx.settings.heartbeat_interval + 1,
     )
+
+
+def node_metrics(ctx: NodeContext) -> Metrics:
+    def peers() -> tuple[int, int]:
+        views = ctx.router.table.views()
+        return len(views), sum(v.healthy for v in views)
+
+    def dht() -> tuple[int, int, int, int]:
+        status = ctx.discovery.status()
+        return (status.publishes, status.publish_errors, status.lookups, status.lookup_errors)
+
+    return Metrics(Snapshot(model_id=lambda: ctx.engine.model.id, engine=ctx.engine.stats,
+                            peers=peers, dht=dht))
 
 
 def peer_session() -> aiohttp.ClientSession:

@@ -11,6 +11,7 @@ from mesh import __version__
 from mesh.dht.discovery import Discovery
 from mesh.identity import Identity
 from mesh.local.engine import Engine
+from mesh.metrics import Metrics
 from mesh.router.router import Router
 from mesh.settings import Settings
 
@@ -24,6 +25,7 @@ class NodeContext:
     http_port: int
     discovery: Discovery
     router: Router = field(init=False)
+    metrics: Metrics = field(init=False)
     version: str = __version__
     started_at: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)

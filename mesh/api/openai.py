@@ -15,6 +15,7 @@ from aiohttp import web
 from mesh.api.context import NODE, NodeContext
 from mesh.api.errors import parse_body
 from mesh.api.local import OpenAIRequest, respond_local
+from mesh.api.metrics import TRACE
 from mesh.api.relay import relay
 from mesh.errors import BadRequest, ModelNotFound, Overloaded
 from mesh.router.proxy import NODE_HEADER, VIA_HEADER
@@ -60,10 +61,15 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def _serve(request: web.Request, body: OpenAIRequest, raw: bytes) -> web.StreamResponse:
     ctx = request.app[NODE]
+    trace = request[TRACE]
+    trace.model = body.model
     if VIA_HEADER in request.headers:
+        trace.strategy, trace.route = "forwarded", "local"
         return await _serve_forwarded(request, ctx, body)
     strategy = body.strategy or _header_strategy(request) or DEFAULT_STRATEGY
+    trace.strategy = strategy
     route = await ctx.router.plan(body.model, strategy)
+    trace.route = "local" if route[0].is_local else "peer"
     if route[0].is_local:
         try:
             return await respond_local(request, ctx.engine, body, headers=_local_headers(ctx))
@@ -72,7 +78,11 @@ async def _serve(request: web.Request, body: OpenAIRequest, raw: bytes) -> web.S
                 raise
             log.info("local queue full; sending %s to a peer", body.model)
         route = route[1:]
+        trace.route = "peer"
     upstream = await ctx.router.proxy.open_stream(route, request.path, raw)
+    if upstream.attempts > 1:
+        ctx.metrics.retries.inc(upstream.attempts - 1)
+        ctx.metrics.failovers.inc()
     headers = {NODE_HEADER: upstream.peer.node_id} | upstream.headers() | {
         ROUTE_HEADER: f"peer; attempts={upstream.attempts}; via={ctx.node_id}"}
     return await relay(request, upstream, headers=headers)
