@@ -173,7 +173,7 @@ class MeshProtocol(KademliaProtocol):
             stats._since_log, stats._last_log = 0, now
 
     def _sender(self, addr: tuple[str, int], nodeid: object) -> Node:
-        source = Node(_node_id(nodeid), addr[0], addr[1])
+        source = Node(_node_id(nodeid), _unmapped(addr[0]), addr[1])
         self.welcome_if_new(source)
         return source
 
@@ -239,8 +239,12 @@ class MeshProtocol(KademliaProtocol):
     # -- outgoing ----------------------------------------------------------
     async def _call(self, address: tuple[str, int], name: str, *args: object) -> tuple[bool, object]:
         """(True, reply) or (False, None) on timeout, closed socket or unsendable request."""
-        if self._closed or self.transport is None or _family(address[0]) != self._family:
+        if self._closed or self.transport is None:
             return False, None
+        if _family(address[0]) != self._family:
+            if self._family != socket.AF_INET6:
+                return False, None  # an IPv6 peer, and we listen on IPv4 only
+            address = (f"::ffff:{address[0]}", address[1])  # dual-stack socket, IPv4 peer
         data = umsgpack.packb([name, list(args)])
         if len(data) > REQUEST_LIMIT:
             log.warning("not sending %s: %d B over the %d B request limit", name, len(data), REQUEST_LIMIT)
@@ -313,6 +317,12 @@ def _node_id(value: object) -> bytes:
     if not _is_node_id(value):
         raise ValueError("node id or key must be 20 bytes")
     return value  # type: ignore[return-value]
+
+
+def _unmapped(ip: str) -> str:
+    """1.2.3.4 for ::ffff:1.2.3.4: routing tables and replies carry plain IPv4,
+    which IPv4-only peers can use too."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
 
 
 def _family(ip: str) -> int:

@@ -12,6 +12,7 @@ from mesh.dht.discovery import Discovery
 from mesh.dht.records import encode_record
 from mesh.dht.storage import Entry
 from mesh.dht.swarm import Swarm
+from tests.dht.conftest import StartNode
 from tests.dht.support import eventually, make_record
 
 KEY = hashlib.sha1(b"model:m").digest()
@@ -78,3 +79,27 @@ def test_runs_under_uvloop() -> None:
         return {r.node_id for r in await node.providers("m")} == {"a", "b"}
 
     assert uvloop.run(two_nodes()) == {"a", "b"}
+
+
+def _has_ipv6() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 on this host")
+async def test_dual_stack_node_and_ipv4_node_see_each_other(start_node: StartNode) -> None:
+    v6 = await start_node("dual", listen_host="::")
+    v4 = await start_node("plain", bootstrap=[("127.0.0.1", v6.port)])
+
+    async def both() -> bool:
+        views = await asyncio.gather(v6.providers("m"), v4.providers("m"))
+        return all({r.node_id for r in view} == {"dual", "plain"} for view in views)
+
+    await eventually(both, timeout=4)
+    assert v6.status().peers == (f"127.0.0.1:{v4.port}",)  # stored unmapped, usable by IPv4 peers
