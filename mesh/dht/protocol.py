@@ -181,22 +181,24 @@ class MeshProtocol(KademliaProtocol):
         self._sender(sender, nodeid)
         return self.source_node.id
 
+    # Each handler validates its arguments before welcoming the sender: a
+    # malformed request must not earn a routing table slot.
     def rpc_find_node(self, sender: tuple[str, int], nodeid: object, key: object) -> list[tuple[bytes, str, int]]:
-        source = self._sender(sender, nodeid)
-        return self._neighbors(_node_id(key), source)
+        dkey = _node_id(key)
+        return self._neighbors(dkey, self._sender(sender, nodeid))
 
     def rpc_store_entry(self, sender: tuple[str, int], nodeid: object, key: object, entry: object) -> bool:
-        self._sender(sender, nodeid)
-        parsed = Entry.from_wire(entry)
+        dkey, parsed = _node_id(key), Entry.from_wire(entry)
         if parsed is None:
             raise ValueError("malformed entry")
-        return self.storage.put(_node_id(key), parsed)
+        self._sender(sender, nodeid)
+        return self.storage.put(dkey, parsed)
 
     def rpc_find_entries(self, sender: tuple[str, int], nodeid: object, key: object, after: object) -> list[object]:
-        source = self._sender(sender, nodeid)
         dkey = _node_id(key)
         if not isinstance(after, str) or len(after) > _MAX_CURSOR:
             raise ValueError("bad cursor")
+        source = self._sender(sender, nodeid)
         # Closer nodes ride on the first page only; later pages are pure entries.
         nodes = [] if after else self._neighbors(dkey, source)
         overhead = 1 + _ID_BYTES + len(umsgpack.packb([nodes, [], False])) + 5
@@ -239,8 +241,8 @@ class MeshProtocol(KademliaProtocol):
     # -- outgoing ----------------------------------------------------------
     async def _call(self, address: tuple[str, int], name: str, *args: object) -> tuple[bool, object]:
         """(True, reply) or (False, None) on timeout, closed socket or unsendable request."""
-        if self._closed or self.transport is None:
-            return False, None
+        if self._closed or self.transport is None or not 0 < address[1] < 65536:
+            return False, None  # (a bad port would make asyncio close the transport)
         if _family(address[0]) != self._family:
             if self._family != socket.AF_INET6:
                 return False, None  # an IPv6 peer, and we listen on IPv4 only

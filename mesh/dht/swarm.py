@@ -10,10 +10,11 @@ heap and protocol base.
 - `put(key, entry)`: find the k closest nodes, STORE the single entry on each
   (and here, when this node is among them). One writer's entry per request
   keeps every STORE far below rpcudp's 8192 B limit.
-- `get(key)`: crawl the k closest, merge every reply with the local copy by
-  writer (storage.merge), then drain the remaining pages of the `alpha`
-  closest holders that said "more". A reader therefore sees all writers of a
-  key, up to MAX_PAGES pages per holder.
+- `get(key)`: crawl the k closest, drain the remaining pages of the `alpha`
+  closest holders that said "more", check each distinct entry once with
+  `accept`, and merge with the local copy by writer (storage.merge). A
+  reader therefore sees all writers of a key, up to MAX_PAGES pages per
+  holder, and an invalid entry never outranks a valid one.
 """
 
 from __future__ import annotations
