@@ -122,7 +122,7 @@ async def serve(settings: Settings) -> None:
     async with peer_session() as session:
         table = PeerTable(own_node_id=identity.node_id, stale_after_s=PEER_STALE_AFTER_S)
         ctx.router = Router(
-            node_id=identity.node_id, engine=engine, records=discovery, table=table,
+            node_id=identity.node_id, own_url=ctx.advertised_url, engine=engine, records=discovery, table=table,
             proxy=Proxy(session, table, node_id=identity.node_id), timing=RouterTiming())
         ctx.metrics = node_metrics(ctx)
         try:

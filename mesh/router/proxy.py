@@ -84,6 +84,7 @@ class Upstream:
 class PeerHealth(BaseModel, frozen=True):
     """The fields of a peer's `/health` the router uses; the rest is ignored."""
 
+    node_id: str
     queue_depth: int = 0
     active_requests: int = 0
     capacity: int = 1
@@ -170,6 +171,13 @@ class Proxy:
                                                       status=response.status)
                 health = PeerHealth.model_validate_json(await response.read())
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValidationError):
+            self._table.probe_failed(node_id)
+            return
+        if health.node_id != node_id:
+            # Someone else answers at that URL (a stale record, or a peer advertising
+            # an address that reaches a different node): not the peer we meant.
+            log.info("probe of %s at %s reached node %s instead", node_id[:12], url,
+                     health.node_id[:12])
             self._table.probe_failed(node_id)
             return
         self._table.probe_succeeded(

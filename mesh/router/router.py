@@ -10,10 +10,12 @@ first moves on to the next candidate before the client sees a byte).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from mesh.dht.records import NodeRecord
 from mesh.errors import BadRequest, ModelNotFound, NoRoute
@@ -40,10 +42,11 @@ class RouterTiming:
 
 
 class Router:
-    def __init__(self, *, node_id: str, engine: Engine, records: RecordSource,
+    def __init__(self, *, node_id: str, own_url: str, engine: Engine, records: RecordSource,
                  table: PeerTable, proxy: Proxy, timing: RouterTiming,
                  rng: random.Random | None = None) -> None:
         self.node_id = node_id
+        self._own_url_is_loopback = _is_loopback_url(own_url)
         self.table = table
         self.proxy = proxy
         self._engine = engine
@@ -87,7 +90,8 @@ class Router:
         peers = self.table.candidates(model_id)
         if local is None and not peers and not self.table.knows_model(model_id):
             # The one DHT round trip the request path may take: a model we have not heard of.
-            self.table.merge_records(await self._records.providers(model_id))
+            self.table.merge_records(
+                r for r in await self._records.providers(model_id) if self._reachable(r))
             peers = self.table.candidates(model_id)
             if not peers and not self.table.knows_model(model_id):
                 raise ModelNotFound(f"the model {model_id!r} is not served anywhere in the mesh",
@@ -108,9 +112,19 @@ class Router:
 
     async def refresh(self) -> None:
         try:
-            self.table.merge_records(await self._records.all_nodes())
+            records = await self._records.all_nodes()
         except Exception:  # a lookup bug must not kill the loop
             log.warning("peer refresh failed", exc_info=True)
+            return
+        self.table.merge_records(r for r in records if self._reachable(r))
+
+    def _reachable(self, record: NodeRecord) -> bool:
+        """A loopback URL is only meaningful to nodes on loopback themselves:
+        from a LAN node it would dial itself (or whatever listens there)."""
+        if self._own_url_is_loopback or not _is_loopback_url(record.url):
+            return True
+        log.debug("ignoring %s: it advertises loopback URL %s", record.node_id[:12], record.url)
+        return False
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -124,3 +138,11 @@ class Router:
             await asyncio.gather(*(
                 self.proxy.probe(node_id, url, timeout_s=self._timing.probe_timeout_s)
                 for node_id, url in urls.items()))
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -1,0 +1,1 @@
+"""Operator tools behind `llamamesh status|monitor|check|swarm`."""
