@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import struct
 from collections.abc import Sequence
+from pathlib import Path
 
 # TEST-NET-1 (RFC 5737): never routed on the Internet, so connecting to it
 # only selects the default route.
@@ -67,7 +69,7 @@ def advertise_host(explicit: str | None, bootstrap: list[tuple[str, int]]) -> st
         local = _route_source((host, port))
         if local is not None:
             return local
-    return _route_source(_DEFAULT_ROUTE_PROBE) or _LOOPBACK
+    return _route_source(_DEFAULT_ROUTE_PROBE) or _lan_source() or _LOOPBACK
 
 
 def _route_source(peer: tuple[str, int]) -> str | None:
@@ -82,6 +84,40 @@ def _route_source(peer: tuple[str, int]) -> str | None:
     if ipaddress.ip_address(local.split("%")[0]).is_unspecified:
         return None
     return local
+
+
+def _lan_source() -> str | None:
+    """Our address on the first directly connected IPv4 network (Linux only)."""
+    try:
+        table = Path("/proc/net/route").read_text()
+    except OSError:
+        return None
+    for network in connected_networks(table):
+        local = _route_source((str(network.network_address + 1), 9))
+        if local is not None and not ipaddress.ip_address(local).is_loopback:
+            return local
+    return None
+
+
+def connected_networks(route_table: str) -> list[ipaddress.IPv4Network]:
+    """Non-default, non-loopback routes of a /proc/net/route text, lowest metric first."""
+    routes = []
+    for order, line in enumerate(route_table.splitlines()[1:]):
+        fields = line.split()
+        if len(fields) < 8 or fields[0] == "lo":
+            continue
+        try:
+            # The kernel prints each network-order u32 as a host-order integer.
+            dest, metric, mask = (int(fields[i], 16) for i in (1, 6, 7))
+            network = ipaddress.IPv4Network(
+                (ipaddress.IPv4Address(struct.pack("=I", dest)), str(ipaddress.IPv4Address(struct.pack("=I", mask))))
+            )
+        except (ValueError, struct.error):
+            continue
+        if network.prefixlen == 0 or network.is_loopback or network.is_link_local:
+            continue
+        routes.append((metric, order, network))
+    return [network for _, _, network in sorted(routes, key=lambda r: (r[0], r[1]))]
 
 
 def http_url(host: str, port: int, *, scheme: str = "http") -> str:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import struct
 
 import pytest
 
-from mesh.dht.address import BootstrapResolveError, advertise_host, http_url, resolve_bootstrap
+from mesh.dht.address import (
+    BootstrapResolveError,
+    advertise_host,
+    connected_networks,
+    http_url,
+    resolve_bootstrap,
+)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +74,18 @@ def test_no_bootstrap_uses_default_route_or_loopback() -> None:
 )
 def test_http_url_brackets_ipv6(host: str, url: str) -> None:
     assert http_url(host, 8000) == url
+
+
+ROUTES = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0
+wlan0\t0000A8C0\t00000000\t0001\t0\t0\t600\t00FFFFFF\t0\t0\t0
+eth0\t004DD50A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
+eth0\t0000FEA9\t00000000\t0001\t0\t0\t1000\t0000FFFF\t0\t0\t0
+bad\tzzzz\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+"""
+
+
+@pytest.mark.skipif(struct.pack("=I", 1) != struct.pack("<I", 1), reason="sample is little-endian")
+def test_connected_networks_skip_default_loopback_link_local_and_sort_by_metric() -> None:
+    assert [str(n) for n in connected_networks(ROUTES)] == ["10.213.77.0/24", "192.168.0.0/24"]
