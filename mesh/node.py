@@ -77,16 +77,34 @@ async def load_engine(settings: Settings) -> Engine:
             token_delay_s=settings.scripted_delay_ms / 1000, max_queue=settings.max_queue,
             n_ctx=settings.n_ctx,
         )
-    from mesh.local.llama_engine import LlamaEngine
+    from mesh.local.llama_engine import LlamaEngine, gpu_offload_supported
 
+    n_gpu_layers = gpu_layers(settings, gpu_offload_supported())
     path = settings.model_path
     if path is None:
         path = await asyncio.to_thread(default_model_path, settings.state_dir)
     return await LlamaEngine.load(
         path, model_name=settings.model_name, chat_format=settings.chat_format,
         n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads,
-        n_gpu_layers=settings.n_gpu_layers, max_queue=settings.max_queue,
+        n_gpu_layers=n_gpu_layers, max_queue=settings.max_queue,
     )
+
+
+def gpu_layers(settings: Settings, gpu_available: bool) -> int:
+    """HARDWARE_MODE and N_GPU_LAYERS, as LlamaNet's images read them."""
+    if settings.hardware_mode == "cpu":
+        return 0
+    if settings.hardware_mode == "gpu" and not gpu_available:
+        raise StartupError("HARDWARE_MODE=gpu, but llama-cpp-python was built without GPU "
+                           "offload; reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\"")
+    if not gpu_available:
+        if settings.n_gpu_layers:
+            log.warning("N_GPU_LAYERS=%d ignored: llama.cpp has no GPU offload in this build",
+                        settings.n_gpu_layers)
+        return 0
+    layers = -1 if settings.n_gpu_layers is None else settings.n_gpu_layers
+    log.info("GPU offload: %s layers", "all" if layers == -1 else layers)
+    return layers
 
 
 async def serve(settings: Settings) -> None:

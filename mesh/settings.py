@@ -78,8 +78,15 @@ class Settings(BaseSettings):
     n_threads: int | None = Field(
         None, ge=1, description="CPU threads for generation. Default: llama.cpp's choice."
     )
-    n_gpu_layers: int = Field(
-        0, ge=-1, description="Layers offloaded to the GPU (0 = CPU only, -1 = all)."
+    n_gpu_layers: int | None = Field(
+        None, ge=-1,
+        description="Layers offloaded to the GPU (0 = CPU only, -1 = all). Default: all when "
+        "the GPU is used (see HARDWARE_MODE), else 0.",
+    )
+    hardware_mode: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
+        description="auto: use the GPU when llama.cpp was built with GPU offload; gpu: require "
+        "it; cpu: never offload.",
     )
     engine: Literal["llama", "scripted"] = Field(
         "llama",
@@ -146,6 +153,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(parse_host_port(item) for item in value.split(",") if item.strip())
         return value
+
+    @field_validator("hardware_mode", mode="before")
+    @classmethod
+    def _lower_hardware_mode(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -108,7 +108,7 @@ async def info(request: web.Request) -> web.Response:
         "config": {
             "host": s.host, "port": ctx.http_port, "dht_port": s.dht_port,
             "n_ctx": s.n_ctx, "n_batch": s.n_batch, "n_threads": s.n_threads,
-            "n_gpu_layers": s.n_gpu_layers, "max_queue": s.max_queue,
+            "n_gpu_layers": s.n_gpu_layers, "hardware_mode": s.hardware_mode, "max_queue": s.max_queue,
             "heartbeat_interval": s.heartbeat_interval,
             "bootstrap_nodes": [f"{h}:{p}" for h, p in s.bootstrap_nodes],
         },
