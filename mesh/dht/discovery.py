@@ -138,7 +138,9 @@ class Discovery:
         self._publishes = self._publish_errors = self._lookups = self._lookup_errors = 0
 
     # -- lifecycle ---------------------------------------------------------
-    async def start(self, record_source: RecordSource) -> None:
+    async def start(self, record_source: RecordSource | None) -> None:
+        """Join the swarm; with `record_source=None` this is a silent member
+        (a client or an operator tool): it routes and reads, and publishes nothing."""
         if self._started:
             raise RuntimeError("Discovery already started")
         await self._swarm.listen(self._listen_host, self._requested_port)  # OSError first
@@ -148,14 +150,17 @@ class Discovery:
         try:
             if self._bootstrap and not await self._join():
                 log.warning("no bootstrap peer answered %s; retrying in the background", self._bootstrap_labels())
-            await self._publish()
+            if self._source is not None:
+                await self._publish()
         except BaseException:
             self._swarm.close()
             raise
         self._tasks = [
-            asyncio.create_task(self._heartbeat_loop(), name=f"dht-heartbeat-{self._node_id}"),
             asyncio.create_task(self._rebootstrap_loop(), name=f"dht-rebootstrap-{self._node_id}"),
         ]
+        if self._source is not None:
+            self._tasks.append(
+                asyncio.create_task(self._heartbeat_loop(), name=f"dht-heartbeat-{self._node_id}"))
 
     @property
     def port(self) -> int:

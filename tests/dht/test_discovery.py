@@ -153,3 +153,24 @@ async def test_a_record_source_that_fails_is_counted_not_fatal(start_node: Start
 async def test_heartbeat_keeps_entries_alive_past_their_ttl(swarm: list[Discovery]) -> None:
     await eventually(lambda: all_see(swarm, IDS), timeout=5)
     await consistently(lambda: all_see(swarm, IDS), duration=TTL * 2)
+
+
+
+async def test_silent_member_reads_and_publishes_nothing(swarm: list[Discovery]) -> None:
+    """A client or operator tool joins with no record source: it sees every
+    node, and no node ever sees it."""
+    member = Discovery(node_id="silent", listen_host="127.0.0.1", port=0,
+                       bootstrap=[("127.0.0.1", swarm[0].port)], heartbeat_interval=0.5,
+                       entry_ttl=1.6, rpc_timeout=0.3)
+    await member.start(None)
+    try:
+        async def sees_all() -> bool:
+            return {r.node_id for r in await member.all_nodes()} == IDS
+
+        await eventually(sees_all, timeout=5)
+        assert member.status().keys_published == ()
+        assert member.status().publishes == 0
+        assert await swarm[1].node("silent") is None
+        assert "silent" not in {r.node_id for r in await swarm[2].all_nodes()}
+    finally:
+        await member.stop()

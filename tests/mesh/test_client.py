@@ -60,3 +60,13 @@ async def test_client_survives_its_base_node_dying(
         gateway.kill()
         answer = await client.generate(prompt="x", max_tokens=2, model="charlie")
         assert answer.node_id == swarm.charlie.node_id
+
+
+async def test_client_joins_the_dht_to_find_nodes(swarm: Swarm) -> None:
+    async with Client(bootstrap_nodes=f"127.0.0.1:{swarm.alpha.dht_port}") as client:
+        nodes = await client.dht_discovery.get_nodes()
+        assert {n.node_id for n in nodes} >= {n.node_id for n in swarm.nodes}
+        assert all(n.healthy for n in nodes if n.node_id == swarm.charlie.node_id)
+        answer = await client.generate(prompt="x", max_tokens=2, model="charlie")
+        assert answer.node_id == swarm.charlie.node_id
+        assert answer.route == "local"  # the client went straight to the provider

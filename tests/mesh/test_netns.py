@@ -430,10 +430,6 @@ def test_three_namespaces_route_through_advertised_lan_urls(
         assert node.proc.poll() is None, f"node {node.n} died:\n{node.tail()}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mesh.dht.address.advertise_host: a node bound to 0.0.0.0 with no bootstrap list "
-    "finds its address only through the default route and falls back to 127.0.0.1, so "
-    "the seed of a LAN without a default gateway advertises http://127.0.0.1:<port>"))
 def test_seed_on_lan_without_default_route_advertises_its_lan_address(
         make_lan: Callable[..., Lan], start_ns_node: Callable[..., NsNode]) -> None:
     deadline = Deadline(25.0)
