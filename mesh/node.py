@@ -19,13 +19,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from mesh.api import admin, openai
+from mesh.api import admin, openai, ui
 from mesh.api import mesh as mesh_routes
 from mesh.api import metrics as metrics_routes
 from mesh.api.metrics import on_prepare, time_completions
 from mesh.api.context import NODE, NodeContext
 from mesh.api.errors import openai_errors
 from mesh.dht.address import BootstrapResolveError, advertise_host, http_url, resolve_bootstrap
+from mesh.dht.beacon import LanBeacon
 from mesh.dht.discovery import Discovery
 from mesh.dht.records import ModelInfo, NodeLoad, NodeRecord
 from mesh.errors import StartupError
@@ -54,6 +55,7 @@ def build_app(ctx: NodeContext) -> web.Application:
     app.add_routes(mesh_routes.routes)  # before /v1/models/{id}, which would match "network"
     app.add_routes(openai.routes)
     app.add_routes(admin.routes)
+    ui.setup(app)
     return app
 
 
@@ -132,6 +134,9 @@ async def serve(settings: Settings) -> None:
         await engine.close()
         raise StartupError(f"cannot bind the DHT to UDP port {settings.dht_port}: "
                            f"{exc.strerror or exc}") from None
+    beacon = lan_beacon(settings, discovery, identity.node_id)
+    if beacon is not None:
+        await beacon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -157,6 +162,8 @@ async def serve(settings: Settings) -> None:
             log.info("shutting down: withdrawing from the mesh")
         finally:
             # Leave the DHT first so peers stop routing here while requests drain.
+            if beacon is not None:
+                await beacon.stop()
             await discovery.stop()
             await ctx.router.stop()
             if runner is not None:
@@ -179,6 +186,15 @@ def own_record(ctx: NodeContext, advertise: str) -> NodeRecord:
         uptime_s=ctx.uptime_s, version=ctx.version,
         expires_at=time.time() + 3 * ctx.settings.heartbeat_interval + 1,
     )
+
+
+def lan_beacon(settings: Settings, discovery: Discovery, node_id: str) -> LanBeacon | None:
+    """The LAN beacon, unless switched off or pointless (a node bound to loopback)."""
+    if not settings.lan_discovery or settings.host.startswith("127.") or settings.host == "::1":
+        return None
+    return LanBeacon(node_id=node_id, dht_port=discovery.port,
+                     on_peer=lambda host, port: discovery.add_peers([(host, port)]),
+                     interfaces=settings.lan_interfaces, port=settings.lan_discovery_port)
 
 
 def node_metrics(ctx: NodeContext) -> Metrics:

@@ -134,6 +134,18 @@ class Settings(BaseSettings):
         description="Address peers use to reach this node. Default: the interface "
         "that routes to the first bootstrap peer.",
     )
+    lan_discovery: bool = Field(
+        True,
+        description="Find a first DHT peer on the LAN by UDP broadcast (no bootstrap list "
+        "needed). Off for nodes bound to loopback.",
+    )
+    lan_interfaces: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Interfaces the LAN beacon may use, as eth0,wlan0. Empty: every "
+        "non-loopback IPv4 interface.",
+    )
+    lan_discovery_port: int = Field(51900, ge=1, le=65535,
+                                    description="UDP port of the LAN beacon.")
     heartbeat_interval: float = Field(
         10.0, gt=0, le=3600, description="Seconds between DHT publishes of this node's record."
     )
@@ -152,6 +164,13 @@ class Settings(BaseSettings):
     def _split_bootstrap(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(parse_host_port(item) for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("lan_interfaces", mode="before")
+    @classmethod
+    def _split_interfaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
 
     @field_validator("hardware_mode", mode="before")

@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 RecordSource = Callable[[], NodeRecord]
 
 WITHDRAW_TIMEOUT = 1.0
+MAX_BOOTSTRAP_PEERS = 16
 HEAL_INTERVAL = 30.0
 
 
@@ -280,6 +281,21 @@ class Discovery:
                 await self._swarm.refresh_buckets()
             except Exception:  # the loop must outlive any one bad round
                 log.warning("DHT maintenance round failed", exc_info=True)
+
+    async def add_peers(self, peers: Sequence[tuple[str, int]]) -> bool:
+        """Peers found another way (the LAN beacon): join through the ones not yet
+        in the routing table and keep them as bootstrap peers for later healing."""
+        known = {(node.ip, node.port) for node in self._swarm.peers()}
+        new = [peer for peer in peers if peer not in known and peer not in self._bootstrap]
+        if not new or not self._started or self._stopped:
+            return False
+        self._bootstrap = (*self._bootstrap, *new)[-MAX_BOOTSTRAP_PEERS:]
+        joined = await self._swarm.bootstrap(new)
+        if joined:
+            self._bootstrapped = True
+            log.info("joined the swarm via %s", ", ".join(_label(h, p) for h, p in new))
+            self.publish_soon()
+        return joined
 
     async def _join(self) -> bool:
         joined = await self._swarm.bootstrap(await self._resolved())

@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,7 +239,8 @@ def start_ns_node(make_lan: Callable[..., Lan],
     models = tmp_path / "models"
     models.mkdir()
 
-    def start(lan: Lan, n: int, *, bootstrap: str | None = None) -> NsNode:
+    def start(lan: Lan, n: int, *, bootstrap: str | None = None,
+              extra: Sequence[str] = ()) -> NsNode:
         model = write_tiny_gguf(models / f"{HOSTS[n]}.gguf", name=HOSTS[n], n_ctx=512)
         state_dir = tmp_path / f"node{n}"
         state_dir.mkdir()
@@ -250,6 +251,7 @@ def start_ns_node(make_lan: Callable[..., Lan],
                 "--heartbeat-interval", "2"]
         if bootstrap:
             argv += ["--bootstrap-nodes", bootstrap]
+        argv += list(extra)
         with (state_dir / "node.log").open("ab") as log:
             # `ip netns exec` execs the command, so proc.pid is the node itself.
             proc = subprocess.Popen(lan.exec_argv(n, *argv), cwd=state_dir, env=_clean_env(),
@@ -436,3 +438,41 @@ def test_seed_on_lan_without_default_route_advertises_its_lan_address(
     lan = make_lan(default_route=False)  # an isolated LAN: only the /24 route
     seed = start_ns_node(lan, 1).wait_ready(deadline)
     assert seed.url == f"http://{host_ip(1)}:{http_port(1)}", seed.info
+
+
+def test_lan_beacon_forms_one_swarm_with_no_bootstrap_list(
+        make_lan: Callable[..., Lan], start_ns_node: Callable[..., NsNode],
+        tmp_path: Path) -> None:
+    """Zero-config: three hosts on one isolated LAN, no --bootstrap-nodes anywhere."""
+    deadline = Deadline(TEST_BUDGET_S)
+    lan = make_lan(default_route=False)
+    started = [start_ns_node(lan, n, extra=("--lan-interfaces", "eth0")) for n in (1, 2, 3)]
+    nodes = {node.n: node.wait_ready(deadline) for node in started}
+    ids = {n: node.node_id for n, node in nodes.items()}
+    out = run_client(lan, tmp_path, deadline, {
+        "entry": nodes[1].url,
+        "nodes": [node.url for node in nodes.values()],
+        "providers": {HOSTS[n]: ids[n] for n in HOSTS},
+    })
+    final = out["final_catalog"]
+    assert final["nodes"] == 3 and final["healthy_nodes"] == 3, final
+    for answer in out["answers"]:
+        n = next(k for k, v in HOSTS.items() if v == answer["model"])
+        assert answer["status"] == 200 and answer["node"] == ids[n], answer
+
+
+def test_lan_discovery_off_keeps_hosts_apart(
+        make_lan: Callable[..., Lan], start_ns_node: Callable[..., NsNode]) -> None:
+    deadline = Deadline(25.0)
+    lan = make_lan(default_route=False)
+    started = [start_ns_node(lan, n, extra=("--lan-discovery", "false")) for n in (1, 2)]
+    nodes = [node.wait_ready(deadline) for node in started]
+    time.sleep(6)  # more than a beacon round (5 s): proving an absence needs a wait
+    probe = ("import json, sys, urllib.request; "
+             "print(json.loads(urllib.request.urlopen(sys.argv[1] + '/v1/models/network', "
+             "timeout=3).read())['nodes'])")
+    for node in nodes:
+        result = subprocess.run(lan.exec_argv(node.n, sys.executable, "-c", probe, node.url),
+                                capture_output=True, text=True, timeout=15, env=_clean_env())
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "1", f"node {node.n} found a peer with discovery off"
