@@ -245,7 +245,14 @@ async def _advertised_ip(settings: Settings, bootstrap: list[tuple[str, int]]) -
         return advertise_host(explicit, bootstrap)
     if settings.host not in ("0.0.0.0", "::", ""):
         return settings.host  # bound to one address: that is the only one that works
-    return advertise_host(None, bootstrap)
+    chosen = advertise_host(None, bootstrap)
+    if ipaddress.ip_address(chosen).is_loopback:
+        # Joined through a peer on this machine, but listening on every interface:
+        # advertise the LAN address like that peer (a seed with no bootstrap list)
+        # does, so machines beyond this one can reach us too. 127.0.0.1 remains
+        # only for a machine with no network at all.
+        chosen = advertise_host(None, [])
+    return chosen
 
 
 def _url_host(host: str) -> str:
