@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 
 from tests.mesh.conftest import Swarm, routable, scripted
-from tests.support.nodes import NodeProcess, eventually
+from tests.support.nodes import NodeProcess, eventually, get_json_sync
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -117,3 +117,24 @@ def test_provider_dying_mid_stream_gives_an_error_event(
     assert "incomplete" in last["error"]["message"]
     # The gateway itself is fine.
     assert _chat(swarm.alpha.url, "charlie")[0] == 200
+
+
+def test_client_leaving_a_proxied_stream_stops_the_provider(
+        swarm: Swarm, join: Callable[..., NodeProcess]) -> None:
+    slowpoke = join(*scripted("slowpoke", 40, tokens=500), name="slowpoke")
+    eventually(lambda: routable(swarm.charlie, "slowpoke", slowpoke.node_id), timeout=10,
+               message="slowpoke routable")
+    request = urllib.request.Request(
+        swarm.charlie.url + "/v1/completions", method="POST",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"model": "slowpoke", "prompt": "x", "stream": True}).encode())
+    response = urllib.request.urlopen(request, timeout=30)
+    assert response.headers["X-Mesh-Node"] == slowpoke.node_id
+    response.read1(1024)
+    assert get_json_sync(slowpoke.url + "/health")["active_requests"] == 1
+    response.close()  # the client goes away mid-stream
+    eventually(lambda: get_json_sync(slowpoke.url + "/health")["active_requests"] == 0,
+               timeout=5, message="provider stopped generating for the departed client")
+    status = get_json_sync(slowpoke.url + "/status")
+    assert status["requests_cancelled"] == 1
+    assert status["completion_tokens_total"] < 200  # 500 tokens would take 20 s
