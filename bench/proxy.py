@@ -94,6 +94,7 @@ class Target:
     name: str
     ports: dict[str, int]  # label -> port the client talks to
     pids: list[int]  # whose CPU counts as "the proxy"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Topology:
@@ -143,7 +144,7 @@ class Topology:
                 self.unavailable[name] = f"failed to start: {str(exc)[:300]}"
                 continue
             self.refs.append(ref)
-            self.targets[name] = Target(name, ref.ports, ref.pids())
+            self.targets[name] = Target(name, ref.ports, ref.pids(), ref.headers)
 
     def _node(self, name: str, module: str, args: list[str], timeout: float = 60) -> Node:
         node = Node(self.out / name, args=args, module=module)
@@ -166,13 +167,13 @@ async def measure(topo: Topology, target: Target, label: str, *, concurrency: in
     port = target.ports[label]
     # Warm-up: open the pools (client->proxy, proxy->B) at this concurrency.
     await run_load("127.0.0.1", port, path=path, body=body, concurrency=concurrency,
-                   streams=concurrency, deadline_s=deadline_s)
+                   streams=concurrency, deadline_s=deadline_s, headers=target.headers)
     upstream = topo.upstream[label]
     a_pid = topo.a.pid
     before = (cpu_seconds(target.pids), cpu_seconds([upstream.pid]), cpu_seconds([a_pid]),
               _self_cpu())
     load = await run_load("127.0.0.1", port, path=path, body=body, concurrency=concurrency,
-                          streams=streams, deadline_s=deadline_s)
+                          streams=streams, deadline_s=deadline_s, headers=target.headers)
     after = (cpu_seconds(target.pids), cpu_seconds([upstream.pid]), cpu_seconds([a_pid]),
              _self_cpu())
     result = summarize(load)

@@ -7,6 +7,7 @@ the reason a reference cannot run here (tool not installed).
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class Reference:
     ports: dict[str, int]  # upstream label -> our listen port
     proc: Proc
     extra: list[Proc] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # what clients must send
 
     def pids(self) -> list[int]:
         return self.proc.pids()
@@ -152,11 +154,14 @@ def start_litellm(upstreams: dict[str, tuple[str, str]], workdir: Path) -> Refer
     conf.write_text(LITELLM_CONF.format(models="".join(
         LITELLM_MODEL.format(model=model, url=url) for model, url in upstreams.values())))
     port = free_port()
+    key = "sk-bench-" + secrets.token_hex(16)  # it refuses to start without a master key
     proc = Proc([str(binary), "--config", str(conf), "--host", "127.0.0.1", "--port", str(port),
                  "--num_workers", "1"], workdir / "litellm.out", cwd=workdir,
                 # Loopback only: no model-cost-map download, no telemetry.
                 env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
-                     "DISABLE_SCHEMA_UPDATE": "True", "PYTHONPATH": ""})
+                     "DISABLE_SCHEMA_UPDATE": "True", "PYTHONPATH": "",
+                     "LITELLM_MASTER_KEY": key})
     proc.start()
     wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120, proc=proc)
-    return Reference("litellm", {label: port for label in upstreams}, proc)
+    return Reference("litellm", {label: port for label in upstreams}, proc,
+                     headers={"Authorization": f"Bearer {key}"})
