@@ -9,6 +9,11 @@ const SETTINGS_KEY = "llamamesh.settings";
 const DEFAULTS = { model: "", strategy: "load_balanced", maxTokens: 512, temperature: 0.7,
   stream: true, system: "" };
 const STRATEGIES = ["load_balanced", "local", "fastest"];
+const STRATEGY_HELP = {
+  load_balanced: "The less loaded of two nodes picked at random.",
+  fastest: "The node generating the most tokens per second.",
+  local: "This node only; an error if it does not serve the model.",
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -78,8 +83,14 @@ function saveSettings() {
 
 function bindSettings() {
   const strategy = $("strategy");
+  const explain = () => { $("strategy-help").textContent = STRATEGY_HELP[strategy.value]; };
   strategy.value = STRATEGIES.includes(settings.strategy) ? settings.strategy : DEFAULTS.strategy;
-  strategy.addEventListener("change", () => { settings.strategy = strategy.value; saveSettings(); });
+  strategy.addEventListener("change", () => {
+    settings.strategy = strategy.value;
+    saveSettings();
+    explain();
+  });
+  explain();
 
   const number = $("max-tokens");
   const range = $("max-tokens-range");
@@ -160,7 +171,8 @@ function labelModels() {
     const providers = snapshot.nodes.filter((n) => n.healthy && n.models.includes(option.value));
     const here = providers.some((n) => n.local);
     const count = providers.length;
-    option.textContent = `${option.value} · ${count} node${count === 1 ? "" : "s"}${here ? ", here" : ""}`;
+    option.textContent = `${option.value} · ${count} node${count === 1 ? "" : "s"}`;
+    option.title = here ? "served by this node too" : "served by peers only";
   }
 }
 

@@ -4,12 +4,15 @@ export function shortId(id) {
   return String(id ?? "").slice(0, 8);
 }
 
-/** A stable colour per node id, so one node looks the same in every view. */
+/** A stable colour per node id, so one node looks the same in every view.
+ *  No reds, greens or ambers: those mean health. */
+const NODE_COLORS = ["#60a5fa", "#22d3ee", "#a78bfa", "#f472b6", "#2dd4bf", "#818cf8",
+  "#38bdf8", "#e879f9", "#94a3b8", "#c084fc"];
+
 export function nodeColor(id) {
   let hash = 2166136261;
   for (const ch of String(id ?? "")) hash = Math.imul(hash ^ ch.charCodeAt(0), 16777619);
-  const hue = (hash >>> 0) % 360;
-  return `hsl(${hue} 70% 55%)`;
+  return NODE_COLORS[(hash >>> 0) % NODE_COLORS.length];
 }
 
 export function duration(seconds) {

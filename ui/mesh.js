@@ -81,7 +81,8 @@ function layout(nodes, W, H) {
 
 function renderGraph({ nodes }) {
   const graph = $("graph");
-  const [W, H] = isNarrow() ? [360, 440] : [640, 400];
+  const peers = nodes.length - 1;
+  const [W, H] = isNarrow() ? [360, peers <= 1 ? 340 : 440] : [640, peers <= 2 ? 270 : 400];
   graph.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const { positions, labels } = layout(nodes, W, H);
   const local = nodes.find((n) => n.local);
