@@ -338,6 +338,8 @@ async function errorOf(response, model) {
   const titles = {
     model_not_found: "Model not available",
     model_not_local: "Not served by this node",
+    queue_full: "Queue full",
+    no_provider_available: "The mesh is busy",
     context_length_exceeded: "Conversation too long",
   };
   let title = titles[error.code];

@@ -88,8 +88,11 @@ def extra_node(ui_mesh: Mesh, tmp_path_factory: pytest.TempPathFactory
         node.stop(timeout=5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """One headless Chromium per module. Not per session: sync Playwright keeps
+    its event loop marked running while it is open, which would break any
+    asyncio test that pytest runs after it."""
     if not CHROMIUM.exists():
         pytest.skip("browser tests need Debian's chromium at /usr/bin/chromium "
                     "(apt-get install -y chromium)")

@@ -7,6 +7,7 @@ alone, so no event loop is running when Playwright starts its own.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 from collections.abc import Callable
@@ -223,6 +224,29 @@ def test_errors_read_as_messages(page: Page) -> None:
     expect(card.locator(".error-title")).to_have_text("Model not available")
     expect(card.locator(".error-text")).to_contain_text("no-such-model")
     expect(card.locator(".error-code")).to_have_text("model_not_found")
+
+
+def test_full_queue_reads_as_busy(page: Page, ui_mesh: Mesh,
+                                  extra_node: Callable[..., NodeProcess]) -> None:
+    narrow = extra_node(*scripted("narrow"), "--max-queue", "0", name="ui-narrow")
+    eventually(lambda: sees(ui_mesh.seed, narrow.node_id), timeout=15,
+               message="the seed routes to the one-slot node")
+    # Someone else holds the node's only slot.
+    holder = http.client.HTTPConnection("127.0.0.1", int(narrow.info["http_port"]), timeout=10)
+    holder.request("POST", "/v1/chat/completions", headers={"Content-Type": "application/json"},
+                   body=json.dumps({"model": "narrow", "max_tokens": 2048, "stream": True,
+                                    "messages": [{"role": "user", "content": "mine"}]}))
+    try:
+        assert holder.getresponse().status == 200
+        expect(page.locator("#model option[value=narrow]")).to_have_count(1)
+        page.select_option("#model", "narrow")
+        ask(page, "room for me?")
+        card = page.locator(LAST_ANSWER).locator(".error-card")
+        expect(card.locator(".error-title")).to_have_text("The mesh is busy")
+        expect(card.locator(".error-text")).to_contain_text("busy")
+        expect(card.locator(".error-text")).to_contain_text("Try again in 1 s")
+    finally:
+        holder.close()
 
 
 def test_third_node_joins_dies_mid_answer_and_leaves(
