@@ -239,7 +239,6 @@ async function send(text) {
 }
 
 async function complete(body, signal, turn) {
-  const started = performance.now();
   let response;
   try {
     response = await fetch("/v1/chat/completions", {
@@ -253,36 +252,30 @@ async function complete(body, signal, turn) {
   turn.servedBy(response.headers.get("X-Mesh-Node"), response.headers.get("X-Mesh-Route"));
   if (!response.ok) return turn.fail(await errorOf(response, body.model));
   try {
-    if (body.stream) await readStream(response, started, turn);
-    else await readWhole(response, started, turn);
+    if (body.stream) await readStream(response, turn);
+    else await readWhole(response, turn);
   } catch (error) {
     if (signal.aborted) return turn.stopped();
     return turn.fail({ title: "Answer interrupted", message: `The connection broke before the answer was complete (${error.message}).` });
   }
 }
 
-async function readWhole(response, started, turn) {
+async function readWhole(response, turn) {
   const answer = await response.json();
   const choice = answer.choices?.[0];
-  const elapsed = performance.now() - started;
+  const elapsed = performance.now() - turn.started;
   turn.append(choice?.message?.content ?? "");
   turn.finish({ finishReason: choice?.finish_reason, tokens: answer.usage?.completion_tokens,
     totalMs: elapsed, tokensPerSecond: answer.usage?.completion_tokens
       ? answer.usage.completion_tokens / (elapsed / 1000) : null });
 }
 
-async function readStream(response, started, turn) {
-  let firstAt = null;
-  let pieces = 0;
+async function readStream(response, turn) {
   let usage = null;
   let finishReason = null;
   for await (const data of sseData(response.body)) {
     if (data === "[DONE]") {
-      const end = performance.now();
-      const tokens = usage?.completion_tokens ?? pieces;
-      const span = firstAt === null ? 0 : (end - firstAt) / 1000;
-      turn.finish({ finishReason, tokens, ttftMs: firstAt === null ? null : firstAt - started,
-        tokensPerSecond: tokens > 1 && span > 0 ? (tokens - 1) / span : null });
+      turn.finish({ finishReason, ...turn.rates(usage?.completion_tokens) });
       return;
     }
     let event;
@@ -293,11 +286,7 @@ async function readStream(response, started, turn) {
     if (event.usage) usage = event.usage;
     const choice = event.choices?.[0];
     const piece = choice?.delta?.content ?? choice?.text;
-    if (piece) {
-      if (firstAt === null) firstAt = performance.now();
-      pieces += 1;
-      turn.append(piece);
-    }
+    if (piece) turn.append(piece);
     if (choice?.finish_reason) finishReason = choice.finish_reason;
   }
   turn.fail({ title: "Answer cut short", code: "stream_ended",
@@ -377,6 +366,9 @@ class AnswerTurn {
     this.node = null;
     this.route = null;
     this.pending = false;
+    this.started = performance.now();
+    this.firstAt = null; // when the first piece of text arrived
+    this.pieces = 0; // content events so far: one per token on every engine here
     const avatar = el("div", "avatar");
     avatar.innerHTML = MESH_GLYPH;
     this.answer = el("div", "answer streaming");
@@ -395,6 +387,8 @@ class AnswerTurn {
   }
 
   append(piece) {
+    if (this.firstAt === null) this.firstAt = performance.now();
+    this.pieces += 1;
     this.text += piece;
     this.row.dataset.status = "streaming";
     if (!this.pending) {
@@ -419,6 +413,14 @@ class AnswerTurn {
     else this.answer.replaceChildren();
   }
 
+  /** Time to first token and generation rate so far; `tokens` from usage when known. */
+  rates(tokens = this.pieces) {
+    if (this.firstAt === null) return {};
+    const span = (performance.now() - this.firstAt) / 1000;
+    return { tokens, ttftMs: this.firstAt - this.started,
+      tokensPerSecond: tokens > 1 && span > 0 ? (tokens - 1) / span : null };
+  }
+
   finish({ finishReason, tokens, ttftMs = null, totalMs = null, tokensPerSecond }) {
     this.end("done");
     this.showMeta({ finishReason, tokens, ttftMs, totalMs, tokensPerSecond });
@@ -427,7 +429,7 @@ class AnswerTurn {
   stopped() {
     this.end("stopped");
     if (!this.text) this.answer.append(el("p", "muted", "Stopped before the first token."));
-    this.showMeta({ stopped: true });
+    this.showMeta({ stopped: true, ...this.rates() });
   }
 
   fail({ title, message, code }, { partial = false } = {}) {
@@ -440,7 +442,7 @@ class AnswerTurn {
     if (code) words.append(el("div", "error-code", code));
     card.append(words);
     this.body.insertBefore(card, this.meta);
-    if (partial || this.node) this.showMeta({ failed: true });
+    if (partial || this.node) this.showMeta({ failed: true, ...this.rates() });
   }
 
   showMeta({ finishReason, tokens, ttftMs, totalMs, tokensPerSecond, stopped, failed }) {

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.resources
-import mimetypes
 import re
 import time
 from importlib.resources.abc import Traversable
@@ -32,6 +31,7 @@ HEARTBEAT_S = 2.0
 RETRY_MS = 2000  # how soon a browser reconnects after the stream drops
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# What the UI is made of; anything else in the package (Python, bytecode) is not served.
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
           ".html": "text/html", ".png": "image/png", ".ico": "image/x-icon",
           ".txt": "text/plain", ".md": "text/markdown"}
@@ -178,15 +178,13 @@ def _ui_root() -> Traversable:
 def _file(resource: Traversable, name: str, *, headers: dict[str, str],
           request: web.Request) -> web.Response:
     """A package-data file with an ETag, so a reload revalidates in one round trip."""
-    if not resource.is_file() or name.endswith(".py"):
+    content_type = _TYPES.get(name[name.rfind("."):]) if "." in name else None
+    if content_type is None or not resource.is_file():
         raise web.HTTPNotFound()
-    body = resource.read_bytes()
+    body = resource.read_bytes()  # small, and in the page cache after the first read
     etag = hashlib.sha256(body).hexdigest()[:32]
     if request.if_none_match and any(e.value == etag for e in request.if_none_match):
         return web.Response(status=304, headers=headers | {"ETag": f'"{etag}"'})
-    suffix = name[name.rfind("."):] if "." in name else ""
-    content_type = _TYPES.get(suffix) or mimetypes.guess_type(name)[0] or \
-        "application/octet-stream"
     response = web.Response(body=body, content_type=content_type, headers=headers)
     if content_type.startswith("text/") or content_type.endswith("+xml"):
         response.charset = "utf-8"

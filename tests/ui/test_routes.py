@@ -74,7 +74,7 @@ def test_every_file_the_page_needs_is_served_from_here(ui_mesh: Mesh) -> None:
 
 
 def test_only_ui_files_are_reachable(ui_mesh: Mesh) -> None:
-    for path in ("/static/__init__.py", "/static/%2e%2e/pyproject.toml",
+    for path in ("/static/__init__.py", "/static/__pycache__/__init__.cpython-311.pyc", "/static/%2e%2e/pyproject.toml",
                  "/static/..%2fpyproject.toml", "/static/vendor/../__init__.py",
                  "/static/../pyproject.toml", "/static/nope.js", "/static/.hidden",
                  "/static/vendor"):
