@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="where results.json and PNGs go (default: bench/ for a full run, "
                              "bench/out/quick/ for --quick)")
+    parser.add_argument("--mesh-patched", type=Path, default=None, metavar="CHECKOUT",
+                        help="also measure a node A running this checkout's mesh/ (a proposed "
+                             "patch) as target mesh-patched, in the same proxy rounds")
     parser.add_argument("--raw", type=Path, default=HERE / "out",
                         help="where raw runs, logs and node state go (git-ignored)")
     args = parser.parse_args(argv)
@@ -73,8 +76,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{machine['start']['load_average_1_5_15']}, raw runs in {raw}", flush=True)
     for name in chosen:
         t0 = time.monotonic()
-        results[name] = _module(name).run(raw, quick=args.quick,
-                                          log=lambda *a: print(*a, flush=True))
+        module = _module(name)
+        config = None
+        if name == "proxy" and args.mesh_patched is not None:
+            from dataclasses import replace
+
+            base = module.QUICK if args.quick else module.ProxyConfig()
+            config = replace(base, patched_root=args.mesh_patched.resolve())
+        results[name] = module.run(raw, quick=args.quick, config=config,
+                                   log=lambda *a: print(*a, flush=True))
         results[name]["duration_s"] = time.monotonic() - t0
         results[name]["measured_at"] = machine_info()
         results_path.write_text(json.dumps(results, indent=1))  # keep what is done so far

@@ -28,10 +28,16 @@ _SETTINGS_ENV = ("MODEL_PATH", "PORT", "DHT_PORT", "NODE_ID", "BOOTSTRAP_NODES",
                  "N_THREADS", "HEARTBEAT_INTERVAL", "STATE_DIR")
 
 
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def clean_env(extra: dict[str, str] | None = None, *, mesh_root: Path | None = None) -> dict[str, str]:
+    """The environment for a child: no LlamaMesh settings leaking in, this repo
+    importable, and `mesh_root` (a patched checkout) ahead of it when given."""
     env = {k: v for k, v in os.environ.items() if k not in _SETTINGS_ENV}
     env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    roots = [str(mesh_root)] if mesh_root else []
+    roots.append(str(ROOT))
+    if env.get("PYTHONPATH"):
+        roots.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(roots)
     return env | (extra or {})
 
 
@@ -53,6 +59,7 @@ class Node:
     state_dir: Path
     args: Sequence[str] = ()
     module: str = "mesh"
+    mesh_root: Path | None = None  # run this checkout's mesh/ instead of ours
     proc: subprocess.Popen[bytes] | None = None
     info: dict[str, object] = field(default_factory=dict)
     spawned_at: float = 0.0  # time.monotonic() at Popen
@@ -92,7 +99,8 @@ class Node:
                    "--ready-file", str(self.ready_file), *self.args]
         with self.log_path.open("ab") as log:
             self.spawned_at = time.monotonic()
-            self.proc = subprocess.Popen(command, cwd=self.state_dir, env=clean_env(),
+            self.proc = subprocess.Popen(command, cwd=self.state_dir,
+                                         env=clean_env(mesh_root=self.mesh_root),
                                          stdout=log, stderr=subprocess.STDOUT)
         return self
 

@@ -37,7 +37,9 @@ from pathlib import Path
 
 from bench.machine import load_average
 from bench.nodes import Node, cpu_seconds, routes_to, scripted_args, wait_until
-from bench.references import Reference, Unavailable, start_bare, start_litellm, start_nginx
+from bench.references import (
+    Reference, Unavailable, start_bare, start_litellm, start_nginx, start_splice,
+)
 from bench.sse import run_load, summarize
 from bench.stats import ratio, summary
 
@@ -56,7 +58,7 @@ class ProxyConfig:
     streams_unpaced: dict[int, int] = field(default_factory=lambda: {1: 200, 16: 320, 64: 640})
     streams_paced: dict[int, int] = field(default_factory=lambda: {1: 30, 16: 96, 64: 256})
     deadline_s: float = 30.0  # per run
-    references: tuple[str, ...] = ("nginx", "bare", "litellm")
+    references: tuple[str, ...] = ("nginx", "bare", "splice", "litellm")
     litellm_scale: float = 0.25  # LiteLLM costs ~100x more CPU per stream: fewer streams
     real_engine: bool = True
     real_rounds: int = 3
@@ -64,6 +66,9 @@ class ProxyConfig:
     real_threads: int = 2
     model_path: Path | None = None  # None: the bundled Gemma 3 270M
     profile_s: float = 8.0  # py-spy on node A under load; 0 = no profile
+    # A second node A running another checkout's mesh/ (a proposed patch),
+    # measured as target "mesh-patched" in the same rounds.
+    patched_root: Path | None = None
 
     def streams(self, concurrency: int, paced: bool) -> int:
         table = self.streams_paced if paced else self.streams_unpaced
@@ -122,15 +127,27 @@ class Topology:
             upstream["real"] = self._node("real", "mesh", real_args + seed, timeout=180)
         a = self._node("a", "mesh", scripted_args("a-local") + seed)
         self.a, self.upstream = a, upstream
+        if cfg.patched_root is not None:
+            ap = Node(self.out / "a-patched", args=scripted_args("a-patched") + seed,
+                      mesh_root=cfg.patched_root)
+            self.nodes.append(ap)
+            ap.start()
+            for label, node in upstream.items():
+                wait_until(lambda n=node, m=MODELS[label]: routes_to(ap, m, n.node_id),
+                           timeout=30, message=f"A' routes to {label}")
         for label, node in upstream.items():
             wait_until(lambda n=node, m=MODELS[label]: routes_to(a, m, n.node_id), timeout=30,
                        message=f"A routes to {label}")
         urls = {label: node.url for label, node in upstream.items()}
         self.targets["direct"] = Target("direct", {k: _port(u) for k, u in urls.items()}, [])
         self.targets["mesh"] = Target("mesh", {k: _port(a.url) for k in urls}, [a.pid])
+        if cfg.patched_root is not None:
+            self.targets["mesh-patched"] = Target("mesh-patched", {k: _port(ap.url) for k in urls},
+                                                  [ap.pid])
         starters = {
             "nginx": lambda: start_nginx(urls, out / "nginx"),
             "bare": lambda: start_bare(urls, out / "bare"),
+            "splice": lambda: start_splice(urls, out / "splice"),
             "litellm": lambda: start_litellm(
                 {k: (MODELS[k], u) for k, u in urls.items()}, out / "litellm"),
         }
@@ -169,13 +186,15 @@ async def measure(topo: Topology, target: Target, label: str, *, concurrency: in
     await run_load("127.0.0.1", port, path=path, body=body, concurrency=concurrency,
                    streams=concurrency, deadline_s=deadline_s, headers=target.headers)
     upstream = topo.upstream[label]
-    a_pid = topo.a.pid
-    before = (cpu_seconds(target.pids), cpu_seconds([upstream.pid]), cpu_seconds([a_pid]),
+    nodes_a = {name: t.pids for name, t in topo.targets.items() if name.startswith("mesh")}
+    idle_before = {name: cpu_seconds(pids) for name, pids in nodes_a.items()}
+    before = (cpu_seconds(target.pids), cpu_seconds([upstream.pid]), cpu_seconds([topo.a.pid]),
               _self_cpu())
     load = await run_load("127.0.0.1", port, path=path, body=body, concurrency=concurrency,
                           streams=streams, deadline_s=deadline_s, headers=target.headers)
-    after = (cpu_seconds(target.pids), cpu_seconds([upstream.pid]), cpu_seconds([a_pid]),
+    after = (cpu_seconds(target.pids), cpu_seconds([upstream.pid]), cpu_seconds([topo.a.pid]),
              _self_cpu())
+    idle_after = {name: cpu_seconds(pids) for name, pids in nodes_a.items()}
     result = summarize(load)
     n = max(result["ok"], 1)  # type: ignore[arg-type]
     result.update({
@@ -183,6 +202,8 @@ async def measure(topo: Topology, target: Target, label: str, *, concurrency: in
         "proxy_cpu_ms_per_stream": (after[0] - before[0]) * 1000 / n if target.pids else None,
         "upstream_cpu_ms_per_stream": (after[1] - before[1]) * 1000 / n,
         "a_cpu_s": after[2] - before[2],
+        # Nodes A's CPU during this run (the idle baseline when target is direct).
+        "idle_cpu_s": {name: idle_after[name] - idle_before[name] for name in nodes_a},
         "client_cpu_ms_per_stream": (after[3] - before[3]) * 1000 / n,
         "routes": sorted({r.headers.get("x-mesh-route", "")[:4] for r in load.results}),
         "load_average": load_average(),
@@ -258,9 +279,13 @@ def aggregate(runs: list[dict]) -> list[dict]:
                     added_p99.append(run["ttft_p99_ms"] - d["ttft_p99_ms"])
                 chunk_ratio.append(ratio(run["chunks_per_s"], d["chunks_per_s"]))
             corrected = run["proxy_cpu_ms_per_stream"]
-            if target == "mesh" and d is not None and corrected is not None and d["wall_s"]:
-                idle_rate = d["a_cpu_s"] / d["wall_s"]
-                corrected = (run["a_cpu_s"] - idle_rate * run["wall_s"]) * 1000 / max(run["ok"], 1)
+            if target.startswith("mesh") and d is not None and corrected is not None \
+                    and d["wall_s"] and d.get("idle_cpu_s", {}).get(target) is not None:
+                # A node's background loops (probes, DHT refresh) run whether or not
+                # it relays: subtract its own CPU rate while the client used B directly.
+                idle_rate = d["idle_cpu_s"][target] / d["wall_s"]
+                proxy_s = run["proxy_cpu_ms_per_stream"] * max(run["ok"], 1) / 1000
+                corrected = (proxy_s - idle_rate * run["wall_s"]) * 1000 / max(run["ok"], 1)
             cpu_corr.append(corrected)
             n = nginx.get(rnd)
             if n is not None:
@@ -288,7 +313,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
 
 
 def profile_node_a(topo: Topology, cfg: ProxyConfig, out: Path, log) -> dict | None:
-    """py-spy on node A while it relays C=16 unpaced streams; top frames to a text file."""
+    """py-spy on node A while it relays C=16 paced streams; top frames to a text file."""
     pyspy = shutil.which("py-spy")
     if pyspy is None or cfg.profile_s <= 0:
         return None
@@ -297,8 +322,8 @@ def profile_node_a(topo: Topology, cfg: ProxyConfig, out: Path, log) -> dict | N
                             "-r", "250", "-f", "raw", "-o", str(raw), "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)
-    body = chat_body(MODELS["unpaced"], cfg.tokens)
-    port = topo.targets["mesh"].ports["unpaced"]
+    body = chat_body(MODELS["paced"], cfg.tokens)
+    port = topo.targets["mesh"].ports["paced"]
     asyncio.run(run_load("127.0.0.1", port, path=PATH, body=body, concurrency=16,
                          streams=100_000, deadline_s=cfg.profile_s + 1))
     try:

@@ -117,6 +117,33 @@ def start_bare(upstreams: dict[str, str], workdir: Path) -> Reference:
     return Reference("bare-aiohttp", ports, proc)
 
 
+def start_splice(upstreams: dict[str, str], workdir: Path) -> Reference:
+    ports = {label: free_port() for label in upstreams}
+    routes = [arg for label, url in upstreams.items()
+              for arg in ("--route", f"{ports[label]}={url}")]
+    proc = Proc([sys.executable, "-m", "bench.splice_proxy", *routes],
+                workdir / "splice_proxy.out", cwd=ROOT).start()
+    for port in ports.values():
+        _wait_port(port, timeout=20, proc=proc)
+    return Reference("splice", ports, proc)
+
+
+def _wait_port(port: int, *, timeout: float, proc: Proc) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.command[0]} exited: {proc.tail()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} not listening in {timeout}s")
+
+
 LITELLM_CONF = """\
 model_list:
 {models}

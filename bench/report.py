@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TARGET_ORDER = ["direct", "mesh", "nginx", "bare", "litellm"]
+TARGET_ORDER = ["direct", "mesh", "mesh-patched", "nginx", "bare", "splice", "litellm"]
 TARGET_NAMES = {"direct": "client→B (direct)", "mesh": "client→A→B (LlamaMesh)",
-                "nginx": "nginx", "bare": "bare aiohttp", "litellm": "LiteLLM proxy"}
+                "mesh-patched": "client→A'→B (proposed patch)",
+                "nginx": "nginx", "bare": "bare aiohttp", "splice": "asyncio splice (bench)",
+                "litellm": "LiteLLM proxy"}
 
 
 def _s(stat: dict | None, digits: int = 2, scale: float = 1.0) -> str:
