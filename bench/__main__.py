@@ -78,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         module = _module(name)
         config = None
-        if name == "proxy" and args.mesh_patched is not None:
+        if name in ("proxy", "router") and args.mesh_patched is not None:
             from dataclasses import replace
 
-            base = module.QUICK if args.quick else module.ProxyConfig()
+            base = module.QUICK if args.quick else (
+                module.ProxyConfig() if name == "proxy" else module.RouterCostConfig())
             config = replace(base, patched_root=args.mesh_patched.resolve())
         results[name] = module.run(raw, quick=args.quick, config=config,
                                    log=lambda *a: print(*a, flush=True))

@@ -33,12 +33,26 @@ def clean_env(extra: dict[str, str] | None = None, *, mesh_root: Path | None = N
     importable, and `mesh_root` (a patched checkout) ahead of it when given."""
     env = {k: v for k, v in os.environ.items() if k not in _SETTINGS_ENV}
     env["PYTHONUNBUFFERED"] = "1"
-    roots = [str(mesh_root)] if mesh_root else []
+    roots = [str(_mesh_only(mesh_root))] if mesh_root else []
     roots.append(str(ROOT))
     if env.get("PYTHONPATH"):
         roots.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(roots)
     return env | (extra or {})
+
+
+def _mesh_only(checkout: Path) -> Path:
+    """A directory holding only `mesh` (a link to checkout/mesh): on sys.path it
+    swaps in that checkout's mesh/ without also shadowing this bench/."""
+    import hashlib
+
+    shim = ROOT / "bench" / "out" / ".mesh-roots" / hashlib.sha1(
+        str(checkout.resolve()).encode()).hexdigest()[:12]
+    link = shim / "mesh"
+    if not link.is_symlink():
+        shim.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(checkout.resolve() / "mesh", target_is_directory=True)
+    return shim
 
 
 def free_port() -> int:

@@ -116,13 +116,23 @@ def discovery_table(discovery: dict) -> list[str]:
 
 
 def router_table(router: dict) -> list[str]:
-    out = ["| swarm shape | known peers | strategy | candidates | choose_route+candidates p50 µs "
-           "| Router.plan p50 µs | plan p99 µs | plan × 1 peer |",
-           "|---|---|---|---|---|---|---|---|"]
+    patched = {(r["shape"], r["peers"], r["strategy"]): r for r in router.get("patched_rows", [])}
+    head = ("| swarm shape | known peers | strategy | candidates | choose_route+candidates p50 µs "
+            "| Router.plan p50 µs | plan p99 µs | plan × 1 peer |")
+    rule = "|---|---|---|---|---|---|---|---|"
+    if patched:
+        head += " patched: Router.plan p50 µs | patched × 1 peer |"
+        rule += "---|---|"
+    out = [head, rule]
     for r in router["rows"]:
-        out.append(f"| {r['shape']} | {r['peers']} | {r['strategy']} | {r['candidates']} | "
-                   f"{_s(r['select_p50_us'], 1)} | {_s(r['plan_p50_us'], 1)} | "
-                   f"{_s(r['plan_p99_us'], 1)} | {r['plan_vs_smallest']:.0f}× |")
+        line = (f"| {r['shape']} | {r['peers']} | {r['strategy']} | {r['candidates']} | "
+                f"{_s(r['select_p50_us'], 1)} | {_s(r['plan_p50_us'], 1)} | "
+                f"{_s(r['plan_p99_us'], 1)} | {r['plan_vs_smallest']:.0f}× |")
+        p = patched.get((r["shape"], r["peers"], r["strategy"]))
+        if patched:
+            line += (f" {_s(p['plan_p50_us'], 1)} | {p['plan_vs_smallest']:.1f}× |" if p
+                     else " – | – |")
+        out.append(line)
     return out + [""]
 
 
@@ -311,8 +321,15 @@ def _router_plot(router: dict, out_dir: Path) -> Path:
             rows = [r for r in router["rows"] if r["shape"] == shape and r["strategy"] == strategy]
             if not rows:
                 continue
-            ax.plot([r["peers"] for r in rows], [r["plan_p50_us"]["median"] for r in rows],
-                    marker="o", label=f"{shape}, {strategy}")
+            line, = ax.plot([r["peers"] for r in rows],
+                            [r["plan_p50_us"]["median"] for r in rows],
+                            marker="o", label=f"{shape}, {strategy}")
+            prow = [r for r in router.get("patched_rows", [])
+                    if r["shape"] == shape and r["strategy"] == strategy]
+            if prow:
+                ax.plot([r["peers"] for r in prow], [r["plan_p50_us"]["median"] for r in prow],
+                        marker="x", ls="--", color=line.get_color(),
+                        label=f"{shape}, {strategy} (patch 01)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("known peers")

@@ -20,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import json
 import random
 import statistics
+import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mesh.dht.records import ModelInfo, NodeLoad, NodeRecord
@@ -32,6 +35,7 @@ from mesh.router.peers import PeerTable
 from mesh.router.router import Router, RouterTiming
 from mesh.router.select import choose_route
 
+from bench.nodes import ROOT, clean_env
 from bench.stats import percentile, summary
 
 MODEL = "wanted"
@@ -44,6 +48,8 @@ class RouterCostConfig:
     strategies: tuple[str, ...] = ("load_balanced", "fastest")
     calls: int = 3000  # per round
     rounds: int = 7
+    # Also time another checkout's mesh/ (a proposed patch), in a subprocess.
+    patched_root: Path | None = None
 
 
 QUICK = RouterCostConfig(calls=300, rounds=2, shapes=("all-serve",), strategies=("load_balanced",))
@@ -131,6 +137,26 @@ async def _time_plan(router: Router, strategy: str, calls: int) -> list[int]:
 def run(out: Path, *, quick: bool = False, config: RouterCostConfig | None = None,
         log=print) -> dict:
     cfg = config or (QUICK if quick else RouterCostConfig())
+    result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+              "rows": _measure(cfg, log)}
+    if cfg.patched_root is not None:
+        log(f"router: the same with {cfg.patched_root}/mesh (proposed patch)")
+        sub = replace(cfg, patched_root=None)
+        proc = subprocess.run(
+            [sys.executable, "-c", "import bench.router_cost as r, mesh, sys; "
+             "print(mesh.__file__, file=sys.stderr); r.main()", json.dumps(
+                {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(sub).items()})],
+            # cwd outside the repo: the child's sys.path[0] must not put our mesh/ first.
+            env=clean_env(mesh_root=cfg.patched_root), cwd=out, capture_output=True, text=True,
+            timeout=1800, check=True)
+        result["patched_rows"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        for row in result["patched_rows"]:
+            log(f"  patched {row['shape']:9s} peers={row['peers']:<5d} {row['strategy']:13s} "
+                f"plan p50 {row['plan_p50_us']['median']:.1f} us")
+    return result
+
+
+def _measure(cfg: RouterCostConfig, log) -> list[dict]:
     rng = random.Random(4)
     rows = []
     log(f"router: {cfg.calls} calls x {cfg.rounds} rounds per case")
@@ -160,4 +186,15 @@ def run(out: Path, *, quick: bool = False, config: RouterCostConfig | None = Non
         base = next(r for r in rows if r["shape"] == row["shape"] and r["strategy"] == row["strategy"]
                     and r["peers"] == min(cfg.sizes))
         row["plan_vs_smallest"] = row["plan_p50_us"]["median"] / base["plan_p50_us"]["median"]
-    return {"config": asdict(cfg), "rows": rows}
+    return rows
+
+
+def main() -> None:
+    """`python -m bench.router_cost '<config json>'`: rows as JSON (for --mesh-patched)."""
+    raw = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    conf = RouterCostConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    print(json.dumps(_measure(conf, log=lambda *a: print(*a, file=sys.stderr))))
+
+
+if __name__ == "__main__":
+    main()
