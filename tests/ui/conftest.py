@@ -119,6 +119,7 @@ def page(browser: object, ui_mesh: Mesh) -> Iterator[object]:
     opened.on("pageerror", lambda error: errors.append(str(error)))
     opened.goto(ui_mesh.seed.url + "/")
     expect(opened.locator("#live")).to_have_attribute("data-state", "live")
+    expect(opened.locator("#model")).to_have_value(MODEL)  # the model list has loaded
     yield opened
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
