@@ -96,6 +96,7 @@ def test_local_strategy_and_whole_answers(page: Page, ui_mesh: Mesh) -> None:
 
     # The settings survive a reload, and the conversation goes on with its history.
     page.reload()
+    expect(page.locator("#model")).to_have_value(MODEL)
     expect(page.locator("#strategy")).to_have_value("local")
     expect(page.locator("#stream")).not_to_be_checked()
     page.select_option("#strategy", "fastest")
@@ -299,6 +300,7 @@ def test_phone_width(browser: object, ui_mesh: Mesh) -> None:
         page = context.new_page()
         page.goto(ui_mesh.seed.url + "/")
         expect(page.locator("#live")).to_have_attribute("data-state", "live")
+        expect(page.locator("#model")).to_have_value(MODEL)
         overflow = "document.documentElement.scrollWidth - window.innerWidth"
         assert page.evaluate(overflow) <= 0
         expect(page.locator("#settings")).not_to_be_in_viewport()
@@ -310,7 +312,7 @@ def test_phone_width(browser: object, ui_mesh: Mesh) -> None:
         expect(page.locator("#settings")).not_to_be_in_viewport()
         page.click("#settings-toggle")
         expect(page.locator("#settings")).to_be_in_viewport()
-        page.click("#empty h1")  # a tap outside closes the sheet too
+        page.click("#live")  # a tap outside (here the header) closes the sheet too
         expect(page.locator("#settings")).not_to_be_in_viewport()
         page.click(".suggestion >> nth=0")
         expect(page.locator(LAST_ANSWER)).to_have_attribute("data-status", "done")
