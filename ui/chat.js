@@ -33,8 +33,6 @@ export function initChat() {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       send(prompt.value);
-    } else if (event.key === "Escape" && inflight) {
-      stop();
     }
   });
   prompt.addEventListener("input", () => autosize(prompt));
@@ -44,7 +42,7 @@ export function initChat() {
     button.addEventListener("click", () => send(button.textContent));
   }
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && inflight) stop();
+    if (event.key === "Escape" && inflight) stop(); // from anywhere on the page
   });
   // On a phone the settings are a sheet: the toggle, Done, or a tap outside close it.
   const toggle = $("settings-toggle");
