@@ -10,7 +10,8 @@ shapes:
     one-of-n     N peers, only one of which serves the requested model
 
 Per call times come from `time.perf_counter_ns()` around each call (~100 ns
-of timer cost included), repeated in several rounds; medians and p99 are
+of timer cost included), up to `calls` calls or 0.5 s (at least 200 calls)
+per round and case, repeated in several rounds; medians and p99 are
 reported with min-max over rounds. "Flat" means the 1,000-peer time stays
 within a small factor of the 1-peer time.
 """
@@ -114,20 +115,28 @@ def make_router(table: PeerTable) -> Router:
     return Router(**{k: v for k, v in offered.items() if k in accepted})  # type: ignore[arg-type]
 
 
-def time_select(table: PeerTable, strategy: str, calls: int, rng: random.Random) -> list[int]:
+def time_select(table: PeerTable, strategy: str, calls: int, rng: random.Random,
+                budget_s: float = 0.5) -> list[int]:
     samples = []
     clock = time.perf_counter_ns
-    for _ in range(calls):
+    stop = clock() + int(budget_s * 1e9)
+    for i in range(calls):
+        if i >= 200 and clock() > stop:  # bounded in time too: 1,000 peers cost ms a call
+            break
         t0 = clock()
         choose_route(strategy, local=None, peers=table.candidates(MODEL), rng=rng)
         samples.append(clock() - t0)
     return samples
 
 
-async def _time_plan(router: Router, strategy: str, calls: int) -> list[int]:
+async def _time_plan(router: Router, strategy: str, calls: int,
+                     budget_s: float = 0.5) -> list[int]:
     samples = []
     clock = time.perf_counter_ns
-    for _ in range(calls):
+    stop = clock() + int(budget_s * 1e9)
+    for i in range(calls):
+        if i >= 200 and clock() > stop:
+            break
         t0 = clock()
         await router.plan(MODEL, strategy)  # type: ignore[arg-type]
         samples.append(clock() - t0)
