@@ -36,7 +36,8 @@ def machine_lines(machine: dict) -> list[str]:
         f"- Machine: {start.get('cores_logical')} logical cores "
         f"({start.get('cpu_model')}), {start.get('memory_gib')} GiB; {start.get('platform')}",
         f"- Load average (1/5/15 min): {start.get('load_average_1_5_15')} at start, "
-        f"{end.get('load_average_1_5_15')} at end (other engineers' test suites share it)",
+        f"{end.get('load_average_1_5_15')} at end (the machine is shared with other "
+        "engineers' test suites; the 30-node discovery swarm itself loads it too)",
         f"- Python {start.get('python')}, commit {start.get('commit')}, "
         f"versions {start.get('versions')}",
         f"- Run: `{m.get('command')}` from {start.get('when')} to {end.get('when')} "
@@ -136,18 +137,22 @@ def router_table(router: dict) -> list[str]:
     return out + [""]
 
 
+def _measured(section: dict) -> str:
+    at = section.get("measured_at", {})
+    return (f"Measured until {at.get('when', '?')} ({section.get('duration_s', 0) / 60:.1f} min), "
+            f"commit {at.get('commit', '?')}, load average then {at.get('load_average_1_5_15')}.")
+
+
 def tables(results: dict) -> str:
     lines: list[str] = []
     if "machine" in results:
         lines += machine_lines(results["machine"]) + [""]
-    if "proxy" in results:
-        lines += ["### 1. Proxy overhead", ""] + proxy_tables(results["proxy"])
-    if "engine" in results:
-        lines += ["### 2. Engine efficiency", ""] + engine_table(results["engine"])
-    if "discovery" in results:
-        lines += ["### 3. Discovery", ""] + discovery_table(results["discovery"])
-    if "router" in results:
-        lines += ["### 4. Router cost", ""] + router_table(results["router"])
+    for key, title, render in (("proxy", "1. Proxy overhead", proxy_tables),
+                               ("engine", "2. Engine efficiency", engine_table),
+                               ("discovery", "3. Discovery", discovery_table),
+                               ("router", "4. Router cost", router_table)):
+        if key in results:
+            lines += [f"### {title}", "", _measured(results[key]), ""] + render(results[key])
     return "\n".join(lines)
 
 
