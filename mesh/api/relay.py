@@ -18,20 +18,21 @@ async def relay(request: web.Request, upstream: Upstream, *,
                 headers: dict[str, str]) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, headers=headers)
     peer_failed = complete = False
-    chunks = upstream.chunks()
+    # The hot loop: one read and one write per chunk the peer sends; no async
+    # generator or per-chunk try in between (each costs a frame per token).
+    content = upstream.response.content
+    write = response.write
     try:
         await response.prepare(request)
-        while True:
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                complete = True
-                break
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                peer_failed = True
-                log.warning("peer %s failed mid-answer: %r", upstream.peer.node_id[:12], exc)
-                break
-            await response.write(chunk)  # raises if our client has gone: nothing to relay to
+        if upstream.first_chunk:
+            await write(upstream.first_chunk)
+        try:
+            while chunk := await content.readany():
+                await write(chunk)  # raises if our client has gone: nothing to relay to
+            complete = True
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            peer_failed = True
+            log.warning("peer %s failed mid-answer: %r", upstream.peer.node_id[:12], exc)
     finally:
         # Unless the peer's answer was read to its end, drop that connection:
         # the peer then sees its client leave and stops generating.

@@ -13,8 +13,9 @@ that hit it has already moved on to the next candidate.
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mesh.dht.records import NodeRecord
@@ -22,6 +23,9 @@ from mesh.dht.records import NodeRecord
 BREAKER_BASE_S = 1.0
 BREAKER_MAX_S = 30.0
 LATENCY_ALPHA = 0.3
+# How stale the "fastest" ranking may get: its inputs (probed tokens/s and
+# latency) change about once a second, so re-sorting on every request is waste.
+RANK_TTL_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +85,23 @@ class PeerTable:
         self._own = own_node_id
         self._stale_after = stale_after_s
         self._peers: dict[str, _Peer] = {}
+        # model id -> ids of the peers whose record lists it, rebuilt when a
+        # record's models change: the request path never scans the whole table.
+        self._by_model: dict[str, list[str]] = {}
+        self._ranked: dict[str, tuple[float, list[str]]] = {}  # model -> (when, fastest first)
 
     # -- feeding ---------------------------------------------------------
 
     def merge_records(self, records: Iterable[NodeRecord], *, now: float | None = None) -> None:
         """Take fresh DHT records; forget peers the DHT has not shown for a while."""
         now = time.monotonic() if now is None else now
+        changed = False
         for record in records:
             if record.node_id == self._own:
                 continue
             peer = self._peers.get(record.node_id)
+            if peer is None or peer.record.models != record.models:
+                changed = True
             if peer is None:
                 self._peers[record.node_id] = _Peer(
                     record=record, record_seen_at=now,
@@ -106,6 +117,14 @@ class PeerTable:
         for node_id in [n for n, p in self._peers.items()
                         if now - p.record_seen_at > self._stale_after]:
             del self._peers[node_id]
+            changed = True
+        if changed:
+            by_model: dict[str, list[str]] = {}
+            for node_id, p in self._peers.items():
+                for model in p.record.models:
+                    by_model.setdefault(model.id, []).append(node_id)
+            self._by_model = by_model
+            self._ranked = {}
 
     def probe_succeeded(self, node_id: str, *, latency_s: float, queue_depth: int,
                         active_requests: int, capacity: int, tokens_per_second: float) -> None:
@@ -150,21 +169,52 @@ class PeerTable:
 
     # -- reading ---------------------------------------------------------
 
-    def candidates(self, model_id: str) -> list[Candidate]:
+    def candidates(self, model_id: str, *, sample: int | None = None,
+                   rng: random.Random | None = None) -> list[Candidate]:
+        """Routable providers of model_id. With `sample`, a large pool is read as
+        `sample` random providers (enough for power-of-two choices and the
+        fallbacks after it), so a request costs the same with 10 or 10,000
+        providers; if fewer than two of those are routable, all are read."""
+        ids = self._by_model.get(model_id, ())
         now = time.monotonic()
-        return [
-            Candidate(
-                node_id=node_id, url=p.record.url,
-                outstanding=p.queue_depth + p.active_requests + p.inflight,
-                capacity=p.capacity, tokens_per_second=p.tokens_per_second,
-                latency_s=p.latency_s or 0.0,
-            )
-            for node_id, p in self._peers.items()
-            if p.routable(now) and p.record.serves(model_id)
-        ]
+        if sample is not None and len(ids) > sample:
+            found = self._routable((rng or random).sample(ids, sample), now)
+            if len(found) >= 2:
+                return found
+        return self._routable(ids, now)
+
+    def fastest(self, model_id: str, *, limit: int) -> list[Candidate]:
+        """The `limit` fastest routable providers of model_id (highest probed
+        tokens/s, then lowest latency), from a ranking at most RANK_TTL_S old."""
+        now = time.monotonic()
+        cached = self._ranked.get(model_id)
+        if cached is None or now - cached[0] > RANK_TTL_S:
+            peers = self._peers
+            ranked = sorted(self._by_model.get(model_id, ()), key=lambda n: (
+                -round(peers[n].tokens_per_second, 1), round(peers[n].latency_s or 0.0, 3)))
+            cached = self._ranked[model_id] = (now, ranked)
+        picked: list[str] = []
+        for node_id in cached[1]:
+            if self._peers[node_id].routable(now):
+                picked.append(node_id)
+                if len(picked) == limit:
+                    break
+        return self._routable(picked, now)
+
+    def _routable(self, ids: Sequence[str], now: float) -> list[Candidate]:
+        out = []
+        for node_id in ids:
+            p = self._peers[node_id]
+            if p.routable(now):
+                out.append(Candidate(
+                    node_id=node_id, url=p.record.url,
+                    outstanding=p.queue_depth + p.active_requests + p.inflight,
+                    capacity=p.capacity, tokens_per_second=p.tokens_per_second,
+                    latency_s=p.latency_s or 0.0))
+        return out
 
     def knows_model(self, model_id: str) -> bool:
-        return any(p.record.serves(model_id) for p in self._peers.values())
+        return model_id in self._by_model
 
     def urls(self) -> dict[str, str]:
         return {node_id: p.record.url for node_id, p in self._peers.items()}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -62,12 +62,6 @@ class Upstream:
 
     def headers(self) -> dict[str, str]:
         return {k: self.response.headers[k] for k in _PASSED_HEADERS if k in self.response.headers}
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        if self.first_chunk:
-            yield self.first_chunk
-        async for data in self.response.content.iter_any():
-            yield data
 
     def release(self, *, failed: bool, complete: bool) -> None:
         """Done with the peer: keep the connection only if its answer was read whole."""

@@ -27,6 +27,9 @@ from mesh.wire import Strategy
 
 log = logging.getLogger(__name__)
 
+# Providers a load_balanced decision looks at (see PeerTable.candidates).
+ROUTE_SAMPLE = 8
+
 
 class RecordSource(Protocol):
     async def all_nodes(self) -> list[NodeRecord]: ...
@@ -87,7 +90,13 @@ class Router:
                     f"(it serves {self._engine.model.id!r}); use load_balanced or fastest",
                     param="strategy", code="model_not_local")
             return [local]
-        peers = self.table.candidates(model_id)
+        # A decision reads at most ROUTE_SAMPLE providers however large the pool:
+        # a random sample for load_balanced (power of two choices needs two, the
+        # proxy tries at most three), the top of a cached ranking for fastest.
+        if strategy == "fastest":
+            peers = self.table.fastest(model_id, limit=ROUTE_SAMPLE)
+        else:
+            peers = self.table.candidates(model_id, sample=ROUTE_SAMPLE, rng=self._rng)
         if local is None and not peers and not self.table.knows_model(model_id):
             # The one DHT round trip the request path may take: a model we have not heard of.
             self.table.merge_records(

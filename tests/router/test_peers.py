@@ -61,3 +61,40 @@ def test_new_url_resets_the_breaker() -> None:
     table.probe_failed("a")
     table.merge_records([record("a", "m", port=9100)])  # restarted elsewhere
     assert [c.url for c in table.candidates("m")] == ["http://127.0.0.1:9100"]
+
+
+def test_large_pools_are_sampled_for_a_decision() -> None:
+    import random
+
+    table = PeerTable(own_node_id="me", stale_after_s=5)
+    table.merge_records([record(f"p{i}", "m", port=10000 + 2 * i) for i in range(100)])
+    picked = table.candidates("m", sample=8, rng=random.Random(1))
+    assert len(picked) == 8 and len({c.node_id for c in picked}) == 8
+    assert len(table.candidates("m")) == 100
+    for i in range(100):  # most of the pool is down: the sample falls back to all
+        if i % 50:
+            table.probe_failed(f"p{i}")
+    assert sorted(c.node_id for c in table.candidates("m", sample=8)) == ["p0", "p50"]
+
+
+def test_fastest_ranking_follows_probed_speed() -> None:
+    table = PeerTable(own_node_id="me", stale_after_s=5)
+    table.merge_records([record(n, "m", port=p) for n, p in (("a", 9000), ("b", 9002),
+                                                               ("c", 9004))])
+    for node_id, tps in (("a", 10.0), ("b", 50.0), ("c", 30.0)):
+        table.probe_succeeded(node_id, latency_s=0.001, queue_depth=0, active_requests=0,
+                              capacity=4, tokens_per_second=tps)
+    table._ranked.clear()  # noqa: SLF001 - skip the ranking's short cache
+    assert [c.node_id for c in table.fastest("m", limit=2)] == ["b", "c"]
+    table.probe_failed("b")
+    assert [c.node_id for c in table.fastest("m", limit=2)] == ["c", "a"]
+
+
+def test_model_index_follows_records() -> None:
+    table = PeerTable(own_node_id="me", stale_after_s=5)
+    table.merge_records([record("a", "m1")], now=100.0)
+    assert table.knows_model("m1") and not table.knows_model("m2")
+    table.merge_records([record("a", "m2")], now=101.0)  # the node now serves another model
+    assert table.knows_model("m2") and not table.knows_model("m1")
+    table.merge_records([], now=110.0)  # gone from the DHT
+    assert not table.knows_model("m2") and table.candidates("m2") == []
