@@ -41,9 +41,9 @@ from mesh.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A peer the DHT has not listed for this long leaves the table (its probes
-# stop); liveness itself comes from probes and DHT entry expiry.
-PEER_STALE_AFTER_S = 5.0
+# A peer the DHT has not listed for this long (three full refreshes) leaves the
+# table and its probes stop; liveness itself comes from probes and DHT expiry.
+PEER_STALE_AFTER_S = 3 * RouterTiming().refresh_interval_s + 1.0
 
 
 def build_app(ctx: NodeContext) -> web.Application:

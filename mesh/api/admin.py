@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from mesh.api.context import NODE, NodeContext
 from mesh.identity import read_fingerprint, resolve_identity, validate
+from mesh.router.proxy import VIA_HEADER
 
 routes = web.RouteTableDef()
 
@@ -63,7 +64,11 @@ def health_of(ctx: NodeContext) -> Health:
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    return _json(health_of(request.app[NODE]))
+    ctx = request.app[NODE]
+    prober = request.headers.get(VIA_HEADER)
+    if prober:
+        ctx.router.heard_from(prober)  # a peer probing us may be new: learn it now
+    return _json(health_of(ctx))
 
 
 @routes.get("/status")

@@ -92,8 +92,10 @@ class PeerTable:
 
     # -- feeding ---------------------------------------------------------
 
-    def merge_records(self, records: Iterable[NodeRecord], *, now: float | None = None) -> None:
-        """Take fresh DHT records; forget peers the DHT has not shown for a while."""
+    def merge_records(self, records: Iterable[NodeRecord], *, now: float | None = None,
+                      keep_unlisted: bool = False) -> None:
+        """Take fresh DHT records; forget peers the DHT has not shown for a while
+        (unless `keep_unlisted`: a partial update says nothing about the others)."""
         now = time.monotonic() if now is None else now
         changed = False
         for record in records:
@@ -114,8 +116,9 @@ class PeerTable:
                     peer.failures, peer.open_until, peer.probed_ok = 0, 0.0, True
                 peer.record = record
                 peer.record_seen_at = now
-        for node_id in [n for n, p in self._peers.items()
-                        if now - p.record_seen_at > self._stale_after]:
+        stale = [] if keep_unlisted else [
+            n for n, p in self._peers.items() if now - p.record_seen_at > self._stale_after]
+        for node_id in stale:
             del self._peers[node_id]
             changed = True
         if changed:
@@ -125,6 +128,13 @@ class PeerTable:
                     by_model.setdefault(model.id, []).append(node_id)
             self._by_model = by_model
             self._ranked = {}
+
+    def add_record(self, record: NodeRecord) -> None:
+        """One record learnt outside a full refresh; nobody else is aged out."""
+        self.merge_records([record], keep_unlisted=True)
+
+    def knows_node(self, node_id: str) -> bool:
+        return node_id in self._peers
 
     def probe_succeeded(self, node_id: str, *, latency_s: float, queue_depth: int,
                         active_requests: int, capacity: int, tokens_per_second: float) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -36,12 +37,17 @@ class RecordSource(Protocol):
 
     async def providers(self, model_id: str) -> list[NodeRecord]: ...
 
+    async def node(self, node_id: str) -> NodeRecord | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RouterTiming:
-    refresh_interval_s: float = 1.0
+    # A full read of the DHT is 16 lookups: done rarely. New nodes are learnt
+    # sooner, from their first health probe of us (heard_from).
+    refresh_interval_s: float = 5.0
     probe_interval_s: float = 1.0
     probe_timeout_s: float = 1.0
+    relearn_after_s: float = 5.0
 
 
 class Router:
@@ -57,6 +63,8 @@ class Router:
         self._timing = timing
         self._rng = rng or random.Random()
         self._tasks: list[asyncio.Task[None]] = []
+        self._learning: dict[str, float] = {}  # node id -> when we last looked it up
+        self._lookups: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.refresh()
@@ -64,10 +72,35 @@ class Router:
                        asyncio.create_task(self._probe_loop(), name="router-probe")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._lookups]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
+
+    def heard_from(self, node_id: str) -> None:
+        """A node probed us. If we do not know it, it probably just joined: read
+        its record from the DHT now rather than at the next full refresh."""
+        now = time.monotonic()
+        if (node_id == self.node_id or self.table.knows_node(node_id)
+                or now - self._learning.get(node_id, -1e9) < self._timing.relearn_after_s):
+            return
+        if len(self._learning) > 4096:
+            self._learning.clear()
+        self._learning[node_id] = now
+        task = asyncio.create_task(self._learn(node_id), name="router-learn")
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+
+    async def _learn(self, node_id: str) -> None:
+        try:
+            record = await self._records.node(node_id)
+        except Exception:
+            log.debug("lookup of new peer %s failed", node_id[:12], exc_info=True)
+            return
+        if record is not None and self._reachable(record):
+            self.table.add_record(record)
+            log.info("learnt new peer %s at %s", node_id[:12], record.url)
 
     # -- the request path ------------------------------------------------
 

@@ -98,3 +98,12 @@ def test_model_index_follows_records() -> None:
     assert table.knows_model("m2") and not table.knows_model("m1")
     table.merge_records([], now=110.0)  # gone from the DHT
     assert not table.knows_model("m2") and table.candidates("m2") == []
+
+
+def test_a_single_learnt_record_ages_nobody_out() -> None:
+    table = PeerTable(own_node_id="me", stale_after_s=5)
+    table.merge_records([record("old", "m")], now=time.monotonic() - 60)
+    table.add_record(record("new", "m", port=9100))
+    assert table.knows_node("old") and table.knows_node("new")
+    table.merge_records([record("new", "m", port=9100)])  # a full refresh without "old"
+    assert not table.knows_node("old")
