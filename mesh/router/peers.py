@@ -133,6 +133,13 @@ class PeerTable:
         """One record learnt outside a full refresh; nobody else is aged out."""
         self.merge_records([record], keep_unlisted=True)
 
+    def forget(self, node_id: str) -> None:
+        if self._peers.pop(node_id, None) is not None:
+            self._by_model = {model: [n for n in ids if n != node_id]
+                              for model, ids in self._by_model.items()}
+            self._by_model = {model: ids for model, ids in self._by_model.items() if ids}
+            self._ranked = {}
+
     def knows_node(self, node_id: str) -> bool:
         return node_id in self._peers
 

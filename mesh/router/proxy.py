@@ -153,8 +153,8 @@ class Proxy:
         return Upstream(response=response, first_chunk=first, peer=peer, attempts=attempt,
                         _table=self._table)
 
-    async def probe(self, node_id: str, url: str, *, timeout_s: float) -> None:
-        """GET /health and feed the result to the peer table."""
+    async def probe(self, node_id: str, url: str, *, timeout_s: float) -> bool:
+        """GET /health and feed the result to the peer table; True if it answered."""
         started = time.perf_counter()
         try:
             async with self._session.get(
@@ -166,15 +166,16 @@ class Proxy:
                 health = PeerHealth.model_validate_json(await response.read())
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValidationError):
             self._table.probe_failed(node_id)
-            return
+            return False
         if health.node_id != node_id:
             # Someone else answers at that URL (a stale record, or a peer advertising
             # an address that reaches a different node): not the peer we meant.
             log.info("probe of %s at %s reached node %s instead", node_id[:12], url,
                      health.node_id[:12])
             self._table.probe_failed(node_id)
-            return
+            return False
         self._table.probe_succeeded(
             node_id, latency_s=time.perf_counter() - started, queue_depth=health.queue_depth,
             active_requests=health.active_requests, capacity=health.capacity,
             tokens_per_second=health.tokens_per_second)
+        return True

@@ -15,7 +15,8 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from mesh.dht.records import NodeRecord
@@ -88,9 +89,24 @@ class Router:
         if len(self._learning) > 4096:
             self._learning.clear()
         self._learning[node_id] = now
-        task = asyncio.create_task(self._learn(node_id), name="router-learn")
+        self._background(self._learn(node_id))
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name="router-lookup")
         self._lookups.add(task)
         task.add_done_callback(self._lookups.discard)
+
+    async def _forget_if_withdrawn(self, node_id: str) -> None:
+        """A peer stopped answering: if its DHT record is gone too, it left cleanly
+        (it withdrew at shutdown), so drop it now; a crashed peer stays, marked
+        unhealthy, until its entries expire."""
+        try:
+            record = await self._records.node(node_id)
+        except Exception:
+            return
+        if record is None:
+            self.table.forget(node_id)
+            log.info("peer %s left the mesh", node_id[:12])
 
     async def _learn(self, node_id: str) -> None:
         try:
@@ -177,9 +193,12 @@ class Router:
         while True:
             await asyncio.sleep(self._timing.probe_interval_s)
             urls = self.table.urls()
-            await asyncio.gather(*(
+            answered = await asyncio.gather(*(
                 self.proxy.probe(node_id, url, timeout_s=self._timing.probe_timeout_s)
                 for node_id, url in urls.items()))
+            for node_id, ok in zip(urls, answered):
+                if not ok:
+                    self._background(self._forget_if_withdrawn(node_id))
 
 
 def _is_loopback_url(url: str) -> bool:

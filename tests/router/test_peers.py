@@ -107,3 +107,11 @@ def test_a_single_learnt_record_ages_nobody_out() -> None:
     assert table.knows_node("old") and table.knows_node("new")
     table.merge_records([record("new", "m", port=9100)])  # a full refresh without "old"
     assert not table.knows_node("old")
+
+
+def test_forget_removes_a_peer_and_its_models() -> None:
+    table = PeerTable(own_node_id="me", stale_after_s=5)
+    table.merge_records([record("a", "m"), record("b", "m", "x", port=9100)])
+    table.forget("b")
+    assert not table.knows_node("b") and not table.knows_model("x")
+    assert [c.node_id for c in table.candidates("m")] == ["a"]
