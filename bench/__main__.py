@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where results.json and PNGs go (default: bench/ for a full run, "
                              "bench/out/quick/ for --quick)")
     parser.add_argument("--mesh-patched", type=Path, default=None, metavar="CHECKOUT",
-                        help="also measure a node A running this checkout's mesh/ (a proposed "
-                             "patch) as target mesh-patched, in the same proxy rounds")
+                        help="also measure this checkout's mesh/ (a proposed patch) in the same "
+                             "rounds: node A' (proxy), node-patched (engine), Router (router)")
     parser.add_argument("--raw", type=Path, default=HERE / "out",
                         help="where raw runs, logs and node state go (git-ignored)")
     args = parser.parse_args(argv)
@@ -78,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         module = _module(name)
         config = None
-        if name in ("proxy", "router") and args.mesh_patched is not None:
+        if name in ("proxy", "router", "engine") and args.mesh_patched is not None:
             from dataclasses import replace
 
-            base = module.QUICK if args.quick else (
-                module.ProxyConfig() if name == "proxy" else module.RouterCostConfig())
+            base = module.QUICK if args.quick else {
+                "proxy": module.ProxyConfig, "router": module.RouterCostConfig,
+                "engine": module.EngineConfig}[name]()
             config = replace(base, patched_root=args.mesh_patched.resolve())
         results[name] = module.run(raw, quick=args.quick, config=config,
                                    log=lambda *a: print(*a, flush=True))

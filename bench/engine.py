@@ -45,6 +45,8 @@ class EngineConfig:
     n_ctx: int = 2048
     model_path: Path | None = None  # None: the bundled Gemma 3 270M Q4_K_M
     engines: tuple[str, ...] = ("llama-bench", "llama-server", "llama-cpp-python", "node")
+    # Also measure a node running another checkout's mesh/ (a proposed patch).
+    patched_root: Path | None = None
 
 
 QUICK = EngineConfig(rounds=1, tokens=32, single_streams=1, aggregate_streams=2)
@@ -125,6 +127,7 @@ class Servers:
     def __init__(self, cfg: EngineConfig, model: Path, out: Path) -> None:
         self.cfg, self.model, self.out = cfg, model, out
         self.node: Node | None = None
+        self.node_patched: Node | None = None
         self.server1: Proc | None = None
         self.server4: Proc | None = None
         self.ports: dict[str, int] = {}
@@ -136,6 +139,11 @@ class Servers:
                 "--model-path", str(self.model), "--model-name", MODEL_ID,
                 "--n-threads", str(cfg.threads), "--n-ctx", str(cfg.n_ctx)]).start(timeout=180)
             self.ports["node"] = int(self.node.url.rsplit(":", 1)[1])
+        if "node-patched" in engines and cfg.patched_root is not None:
+            self.node_patched = Node(self.out / "node-patched", mesh_root=cfg.patched_root, args=[
+                "--model-path", str(self.model), "--model-name", MODEL_ID,
+                "--n-threads", str(cfg.threads), "--n-ctx", str(cfg.n_ctx)]).start(timeout=180)
+            self.ports["node-patched"] = int(self.node_patched.url.rsplit(":", 1)[1])
         if "llama-server" in engines:
             binary = tool("llama-server")
             if binary is None:
@@ -158,8 +166,9 @@ class Servers:
         for proc in (self.server1, self.server4):
             if proc is not None:
                 proc.stop()
-        if self.node is not None:
-            self.node.stop()
+        for node in (self.node, self.node_patched):
+            if node is not None:
+                node.stop()
 
 
 def _measure(engine: str, servers: Servers, model: Path, cfg: EngineConfig) -> dict:
@@ -169,8 +178,8 @@ def _measure(engine: str, servers: Servers, model: Path, cfg: EngineConfig) -> d
     if engine == "llama-cpp-python":
         data = run_inproc(model, cfg)
         return {"single": data, "aggregate": data.pop("aggregate")}
-    if engine == "node":
-        port = servers.ports["node"]
+    if engine in ("node", "node-patched"):
+        port = servers.ports[engine]
         return {"single": asyncio.run(_http_single(port, cfg, body)),
                 "aggregate": asyncio.run(_http_aggregate(port, cfg, body))}
     if engine == "llama-server":
@@ -188,6 +197,8 @@ def run(out: Path, *, quick: bool = False, config: EngineConfig | None = None,
     model = cfg.model_path or bundled_model(out.parent)
     unavailable: dict[str, str] = {}
     engines = list(cfg.engines)
+    if cfg.patched_root is not None and "node-patched" not in engines:
+        engines.append("node-patched")
     if "llama-bench" in engines and tool("llama-bench") is None:
         unavailable["llama-bench"] = "not built (bash bench/build_llama_tools.sh)"
         engines.remove("llama-bench")

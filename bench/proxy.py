@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
+import signal
 import shutil
 import subprocess
 import time
@@ -211,6 +213,25 @@ async def measure(topo: Topology, target: Target, label: str, *, concurrency: in
     return result
 
 
+def _wait_quiet(pids: list[int], *, below: float = 0.05, timeout_s: float = 15.0) -> None:
+    """Until these processes use less than `below` of a core (LiteLLM goes on
+    working for seconds after a load, which would land on the next target)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        c0 = cpu_seconds(pids)
+        time.sleep(0.5)
+        if (cpu_seconds(pids) - c0) / 0.5 < below:
+            return
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def _self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -225,6 +246,9 @@ async def _rounds(topo: Topology, cfg: ProxyConfig, log) -> list[dict]:
         if "direct" in order:  # direct first: it is the idle baseline for A's CPU
             order.remove("direct")
             order.insert(0, "direct")
+        if "litellm" in order:  # last, then a pause: it keeps working after its load ends
+            order.remove("litellm")
+            order.append("litellm")
         for delay, c in cases:
             label = "paced" if delay else "unpaced"
             body = chat_body(MODELS[label], cfg.tokens)
@@ -232,10 +256,16 @@ async def _rounds(topo: Topology, cfg: ProxyConfig, log) -> list[dict]:
                 streams = cfg.streams(c, bool(delay))
                 if name == "litellm":
                     streams = max(c, int(streams * cfg.litellm_scale))
+                    _signal(topo.targets[name].pids, signal.SIGCONT)
                 run = await measure(topo, topo.targets[name], label, concurrency=c,
                                     streams=streams, body=body, deadline_s=cfg.deadline_s)
                 run["round"] = rnd
                 runs.append(run)
+                if name == "litellm":
+                    # LiteLLM keeps working (and polling) between loads: let it finish,
+                    # then freeze it so it takes no CPU from the others' runs.
+                    _wait_quiet(topo.targets[name].pids, timeout_s=5.0)
+                    _signal(topo.targets[name].pids, signal.SIGSTOP)
                 log(f"  round {rnd + 1}/{cfg.rounds} {label:7s} C={c:<3d} {name:8s} "
                     f"ok={run['ok']:<4d} ttft p50={_f(run['ttft_p50_ms'])} ms "
                     f"chunks/s={_f(run['chunks_per_s'], 0)} gaps<1ms={_f(run['gaps_under_1ms'], 3)} "
@@ -386,6 +416,8 @@ def run(out: Path, *, quick: bool = False, config: ProxyConfig | None = None,
         runs = asyncio.run(_rounds(topo, cfg, log))
         profile = profile_node_a(topo, cfg, out, log)
     finally:
+        for target in topo.targets.values():
+            _signal(target.pids, signal.SIGCONT)  # nothing stays frozen
         topo.stop()
     result = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},

@@ -14,6 +14,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TARGET_ORDER = ["direct", "mesh", "mesh-patched", "nginx", "bare", "splice", "litellm"]
+TARGET_COLORS = {"direct": "#7f7f7f", "mesh": "#1f77b4", "mesh-patched": "#17becf",
+                 "nginx": "#2ca02c", "bare": "#d62728", "splice": "#9467bd", "litellm": "#e377c2"}
 TARGET_NAMES = {"direct": "client→B (direct)", "mesh": "client→A→B (LlamaMesh)",
                 "mesh-patched": "client→A'→B (proposed patch)",
                 "nginx": "nginx", "bare": "bare aiohttp", "splice": "asyncio splice (bench)",
@@ -86,7 +88,7 @@ def engine_table(engine: dict) -> list[str]:
            "| engine | single-stream gen tok/s | × llama-bench | × llama-cpp-python | "
            f"aggregate tok/s (×{cfg['aggregate_streams']}) | tokens/stream | load 1 min |",
            "|---|---|---|---|---|---|---|"]
-    order = ["llama-bench", "llama-server", "llama-cpp-python", "node"]
+    order = ["llama-bench", "llama-server", "llama-cpp-python", "node", "node-patched"]
     for name in order:
         row = next((r for r in engine["rows"] if r["engine"] == name), None)
         if row is None:
@@ -193,7 +195,8 @@ def _bars(ax, rows, label, metric, targets, title, ylabel, scale=1.0):
             los.append((stat["median"] - stat["min"]) * scale)
             his.append((stat["max"] - stat["median"]) * scale)
         x = np.arange(len(cs)) + i * width
-        ax.bar(x, meds, width, yerr=[los, his], capsize=2, label=TARGET_NAMES[target])
+        ax.bar(x, meds, width, yerr=[los, his], capsize=2, label=TARGET_NAMES[target],
+               color=TARGET_COLORS.get(target))
     ax.set_xticks(np.arange(len(cs)) + width * (len(targets) - 1) / 2)
     ax.set_xticklabels([f"C={c}" for c in cs])
     ax.set_title(title, fontsize=9)
@@ -206,7 +209,8 @@ def _proxy_plots(proxy: dict, out_dir: Path) -> list[Path]:
 
     rows = proxy["rows"]
     present = [t for t in TARGET_ORDER if any(r["target"] == t for r in rows)]
-    hops = [t for t in present if t != "direct"]
+    # LiteLLM is 10-1000x off this scale: it gets its own log-scale figure.
+    hops = [t for t in present if t not in ("direct", "litellm")]
     labels = [lab for lab in ("unpaced", "paced") if any(r["label"] == lab for r in rows)]
     written = []
     fig, axes = plt.subplots(2, len(labels), figsize=(5.5 * len(labels), 7), squeeze=False)
@@ -226,9 +230,9 @@ def _proxy_plots(proxy: dict, out_dir: Path) -> list[Path]:
 
     fig, axes = plt.subplots(2, len(labels), figsize=(5.5 * len(labels), 7), squeeze=False)
     for j, label in enumerate(labels):
-        _bars(axes[0][j], rows, label, "cpu_ms_per_stream", [t for t in hops if t != "litellm"],
+        _bars(axes[0][j], rows, label, "cpu_ms_per_stream", hops,
               f"proxy CPU per 64-chunk stream, B {label}", "CPU ms / stream")
-        _bars(axes[1][j], rows, label, "gaps_under_1ms", present,
+        _bars(axes[1][j], rows, label, "gaps_under_1ms", present,  # LiteLLM included
               f"client-side gaps < 1 ms (pacing lost), B {label}", "share of gaps")
     axes[0][0].legend(fontsize=7)
     axes[1][0].legend(fontsize=7)
@@ -239,11 +243,15 @@ def _proxy_plots(proxy: dict, out_dir: Path) -> list[Path]:
     plt.close(fig)
     written.append(path)
     if any(r["target"] == "litellm" for r in rows):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        _bars(ax, rows, "paced", "cpu_ms_per_stream", hops,
+        with_litellm = [*hops, "litellm"]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        _bars(axes[0], rows, "paced", "cpu_ms_per_stream", with_litellm,
               "proxy CPU per stream incl. LiteLLM, B paced (log)", "CPU ms / stream")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        _bars(axes[1], rows, "paced", "ttft_p50_ms", ["direct", *with_litellm],
+              "TTFT p50 incl. LiteLLM, B paced (log)", "ms")
+        for ax in axes:
+            ax.set_yscale("log")
+        axes[0].legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / "proxy_cpu_litellm.png"
         fig.savefig(path, dpi=110)
@@ -256,7 +264,7 @@ def _engine_plot(engine: dict, out_dir: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    order = [e for e in ["llama-bench", "llama-server", "llama-cpp-python", "node"]
+    order = [e for e in ["llama-bench", "llama-server", "llama-cpp-python", "node", "node-patched"]
              if any(r["engine"] == e for r in engine["rows"])]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     x = np.arange(len(order))
