@@ -26,6 +26,10 @@ LATENCY_ALPHA = 0.3
 # How stale the "fastest" ranking may get: its inputs (probed tokens/s and
 # latency) change about once a second, so re-sorting on every request is waste.
 RANK_TTL_S = 0.25
+# A peer whose /health is merely slow (time-outs, no refusal) stays routable
+# until this many probes in a row time out: a busy node answers late, a dead
+# process refuses at once (and a dead host stops answering for good).
+SLOW_PROBES_TO_FAIL = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,7 @@ class _Peer:
     inflight: int = 0
     failures: int = 0
     open_until: float = 0.0
+    slow_probes: int = 0
 
     def routable(self, now: float) -> bool:
         return self.probed_ok and now >= self.open_until
@@ -150,6 +155,7 @@ class PeerTable:
             return
         peer.probed_ok = True
         peer.last_ok_at = time.monotonic()
+        peer.slow_probes = 0
         peer.failures = 0
         peer.open_until = 0.0
         peer.queue_depth, peer.active_requests = queue_depth, active_requests
@@ -162,6 +168,15 @@ class PeerTable:
         if peer is not None:
             peer.probed_ok = False
             self._trip(peer)
+
+    def probe_timed_out(self, node_id: str) -> None:
+        """No answer in time: only SLOW_PROBES_TO_FAIL in a row count as a failure."""
+        peer = self._peers.get(node_id)
+        if peer is None:
+            return
+        peer.slow_probes += 1
+        if peer.slow_probes >= SLOW_PROBES_TO_FAIL:
+            self.probe_failed(node_id)
 
     def request_started(self, node_id: str) -> None:
         peer = self._peers.get(node_id)

@@ -154,7 +154,8 @@ class Proxy:
                         _table=self._table)
 
     async def probe(self, node_id: str, url: str, *, timeout_s: float) -> bool:
-        """GET /health and feed the result to the peer table; True if it answered."""
+        """GET /health and feed the result to the peer table. False when the peer
+        refused or answered wrongly (it may have left); a slow answer is not that."""
         started = time.perf_counter()
         try:
             async with self._session.get(
@@ -164,7 +165,11 @@ class Proxy:
                     raise aiohttp.ClientResponseError(response.request_info, (),
                                                       status=response.status)
                 health = PeerHealth.model_validate_json(await response.read())
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValidationError):
+        except asyncio.TimeoutError:
+            # Busy, not dead: a loaded node (or our own loaded loop) answers late.
+            self._table.probe_timed_out(node_id)
+            return True
+        except (aiohttp.ClientError, OSError, ValidationError):
             self._table.probe_failed(node_id)
             return False
         if health.node_id != node_id:

@@ -115,3 +115,18 @@ def test_forget_removes_a_peer_and_its_models() -> None:
     table.forget("b")
     assert not table.knows_node("b") and not table.knows_model("x")
     assert [c.node_id for c in table.candidates("m")] == ["a"]
+
+
+def test_slow_probes_fail_a_peer_only_in_a_row() -> None:
+    table = PeerTable(own_node_id="me", stale_after_s=60)
+    table.merge_records([record("a", "m")])
+    table.probe_timed_out("a")
+    table.probe_timed_out("a")
+    assert [c.node_id for c in table.candidates("m")] == ["a"]  # busy, still routable
+    table.probe_succeeded("a", latency_s=0.5, queue_depth=0, active_requests=0, capacity=4,
+                          tokens_per_second=1.0)
+    table.probe_timed_out("a")
+    table.probe_timed_out("a")
+    assert table.candidates("m")  # the count restarted after the answer
+    table.probe_timed_out("a")
+    assert table.candidates("m") == []
