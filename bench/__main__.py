@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,12 @@ def _module(name: str):
     return module
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM too: the finally blocks stop every process we started
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a quick subset at small sizes")
     parser.add_argument("--only", default=",".join(MEASUREMENTS),
@@ -81,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("proxy", "router", "engine") and args.mesh_patched is not None:
             from dataclasses import replace
 
-            base = module.QUICK if args.quick else {
-                "proxy": module.ProxyConfig, "router": module.RouterCostConfig,
-                "engine": module.EngineConfig}[name]()
+            base = module.QUICK if args.quick else getattr(module, {
+                "proxy": "ProxyConfig", "router": "RouterCostConfig",
+                "engine": "EngineConfig"}[name])()
             config = replace(base, patched_root=args.mesh_patched.resolve())
         results[name] = module.run(raw, quick=args.quick, config=config,
                                    log=lambda *a: print(*a, flush=True))

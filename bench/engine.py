@@ -25,7 +25,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.machine import load_average
+from bench.machine import load_average, wait_for_quiet
 from bench.nodes import ROOT, Node, Proc, free_port, wait_http
 from bench.sse import run_load, summarize
 from bench.stats import ratio, summary
@@ -212,6 +212,9 @@ def run(out: Path, *, quick: bool = False, config: EngineConfig | None = None,
         for rnd in range(cfg.rounds):
             order = engines[rnd % len(engines):] + engines[:rnd % len(engines)]
             for engine in order:
+                # llama.cpp on all cores is the most noise-sensitive thing here: wait
+                # (bounded) for other people's work to pass, and record the wait.
+                quiet = wait_for_quiet()
                 load_before = load_average()
                 try:
                     data = _measure(engine, servers, model, cfg)
@@ -220,13 +223,14 @@ def run(out: Path, *, quick: bool = False, config: EngineConfig | None = None,
                     log(f"  {engine}: failed: {exc!r}"[:400])
                     data = {"single": {"error": repr(exc)[:400]}, "aggregate": None}
                 data.update(engine=engine, round=rnd, load_before=load_before,
-                            load_after=load_average())
+                            load_after=load_average(), quiet=quiet)
                 runs.append(data)
                 single, agg = data["single"], data["aggregate"] or {}
                 log(f"  round {rnd + 1}/{cfg.rounds} {engine:17s} single "
                     f"{_f(single.get('gen_tokens_per_s'))} tok/s (tokens {single.get('tokens')}) "
                     f"aggregate x{cfg.aggregate_streams} {_f(agg.get('tokens_per_s'))} tok/s "
-                    f"load {load_before[0]}")
+                    f"load {load_before[0]}, busy {quiet['busy_share']:.0%} after "
+                    f"{quiet['waited_s']:.0f}s wait")
     finally:
         servers.stop()
     (out / "runs.json").write_text(json.dumps(runs, indent=1))

@@ -66,3 +66,25 @@ def machine_info() -> dict[str, object]:
         "versions": {name: _version(name) for name in
                      ("aiohttp", "uvloop", "llama_cpp_python", "kademlia", "pydantic")},
     }
+
+
+def _cpu_busy_share(interval_s: float) -> float:
+    """Share of all CPUs busy (not idle/iowait) over interval_s, from /proc/stat."""
+    def read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+    total0, idle0 = read()
+    time.sleep(interval_s)
+    total1, idle1 = read()
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def wait_for_quiet(*, max_busy: float = 0.15, timeout_s: float = 90.0) -> dict[str, float]:
+    """Before a noise-sensitive measurement: wait (bounded) until the machine is
+    mostly idle; return how long we waited and how busy it was when we went."""
+    started = time.monotonic()
+    busy = _cpu_busy_share(1.0)
+    while busy > max_busy and time.monotonic() - started < timeout_s:
+        busy = _cpu_busy_share(1.0)
+    return {"waited_s": round(time.monotonic() - started, 1), "busy_share": round(busy, 3)}

@@ -54,9 +54,9 @@ def test_router_cost_runs(tmp_path: Path) -> None:
     assert report.router_table(result)
 
 
-def test_proxy_mesh_and_bare_aiohttp_run(tmp_path: Path) -> None:
-    result = proxy.run(tmp_path, config=_proxy_config(("bare",)), log=lambda *a: None)
-    _check_proxy(result, {"direct", "mesh", "bare"})
+def test_proxy_mesh_bare_aiohttp_and_splice_run(tmp_path: Path) -> None:
+    result = proxy.run(tmp_path, config=_proxy_config(("bare", "splice")), log=lambda *a: None)
+    _check_proxy(result, {"direct", "mesh", "bare", "splice"})
     mesh_row = next(r for r in result["rows"] if r["target"] == "mesh")
     assert mesh_row["added_ttft_p50_ms"]["median"] is not None
     assert report.proxy_tables(result)
