@@ -120,7 +120,7 @@ def discovery_table(discovery: dict) -> list[str]:
 
 def router_table(router: dict) -> list[str]:
     patched = {(r["shape"], r["peers"], r["strategy"]): r for r in router.get("patched_rows", [])}
-    head = ("| swarm shape | known peers | strategy | candidates | choose_route+candidates p50 µs "
+    head = ("| swarm shape | known peers | strategy | candidates | unsampled candidates()+choose_route p50 µs "
             "| Router.plan p50 µs | plan p99 µs | plan × 1 peer |")
     rule = "|---|---|---|---|---|---|---|---|"
     if patched:
