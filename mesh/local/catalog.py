@@ -75,14 +75,16 @@ def normalise_model_id(name: str) -> str:
     return slug[:96] or "model"
 
 
-def pick_chat_format(
-    metadata: dict[str, str], requested: str | None, known_formats: frozenset[str]
-) -> str | None:
+def check_chat_format(requested: str | None, known_formats: frozenset[str]) -> None:
+    """Refuse an unknown --chat-format before any model is loaded."""
+    if requested is not None and requested not in known_formats:
+        valid = ", ".join(sorted(known_formats))
+        raise ModelFileError(f"unknown chat format {requested!r}; valid: {valid}")
+
+
+def pick_chat_format(metadata: dict[str, str], requested: str | None) -> str | None:
     """The llama-cpp-python chat format to force, or None to use the GGUF's template."""
     if requested is not None:
-        if requested not in known_formats:
-            valid = ", ".join(sorted(known_formats))
-            raise ModelFileError(f"unknown chat format {requested!r}; valid: {valid}")
         return requested
     if "tokenizer.chat_template" in metadata:
         return None

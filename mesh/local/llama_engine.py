@@ -25,7 +25,9 @@ from llama_cpp import llama_chat_format
 
 from mesh.errors import BadRequest, ContextLengthExceeded
 from mesh.local.admission import Admission, Throughput
-from mesh.local.catalog import LocalModel, ModelFileError, check_gguf, describe, pick_chat_format
+from mesh.local.catalog import (
+    LocalModel, ModelFileError, check_chat_format, check_gguf, describe, pick_chat_format,
+)
 from mesh.local.engine import (
     EngineStats, GenerationJob, Piece, SamplingParams, TokenUsage,
 )
@@ -277,9 +279,7 @@ def _messages_for(job: GenerationJob, chat_format: str) -> list[dict[str, str]]:
 
 def _load_llama(path: Path, *, chat_format: str | None, n_ctx: int, n_batch: int,
                 n_threads: int | None, n_gpu_layers: int) -> tuple[llama_cpp.Llama, str | None]:
-    known = known_chat_formats()
-    if chat_format is not None and chat_format not in known:
-        raise ModelFileError(f"unknown chat format {chat_format!r}; valid: {', '.join(sorted(known))}")
+    check_chat_format(chat_format, known_chat_formats())
     try:
         # llama-cpp-python turns flash attention OFF unless asked (llama.cpp's own
         # default, and llama-server's, is "auto": on wherever the backend has it) and
@@ -295,7 +295,7 @@ def _load_llama(path: Path, *, chat_format: str | None, n_ctx: int, n_batch: int
         raise ModelFileError(f"llama.cpp could not load {path}: {exc}") from exc
     # Without a GGUF template llama-cpp-python falls back to llama-2, which is
     # wrong for most models; pick by architecture instead.
-    forced = pick_chat_format(llama.metadata, chat_format, known)
+    forced = pick_chat_format(llama.metadata, chat_format)
     if forced is not None:
         llama.chat_format = forced
     return llama, forced

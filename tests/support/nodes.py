@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import aiohttp
-
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,11 +139,6 @@ class NodeProcess:
 # Environment variables that would leak a developer's configuration into tests.
 _SETTINGS_ENV = ("MODEL_PATH", "PORT", "DHT_PORT", "NODE_ID", "BOOTSTRAP_NODES", "HOST",
                  "MODEL_NAME", "N_CTX", "ADVERTISE_HOST", "LOG_LEVEL", "MAX_QUEUE")
-
-
-async def get_json(url: str) -> object:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        return await response.json()
 
 
 def get_json_sync(url: str, timeout: float = 5.0) -> dict:
